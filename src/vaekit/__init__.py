@@ -1,0 +1,57 @@
+"""vaekit: variational autoencoders and latent-variable models in PyTorch.
+
+Log-likelihoods and bounds are in nats per example throughout.
+
+Quick start::
+
+    import vaekit
+    data = vaekit.load_dataset("mnist-5k")
+    model = vaekit.VAE(data.dim, latent_dim=16)
+    vaekit.train(model, data, vaekit.TrainConfig(epochs=20))
+    print(vaekit.log_likelihood(model, data.test.bernoulli(), 1000).mean())   # nats
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
+from .data import Dataset, binarize, load_dataset  # noqa: E402
+from .errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingDivergedError,
+    VaekitError,
+)
+from .estimators import ESTIMATORS, Losses, register_estimator  # noqa: E402
+from .evaluation import active_units, evaluate, log_likelihood  # noqa: E402
+from .models import MODELS, VAE, build_model  # noqa: E402
+from .objectives import elbo, elbo_terms, iwae_bound, log_mean_exp, log_weights  # noqa: E402
+from .runs import evaluate_run, load_run, train_run  # noqa: E402
+from .training import Trainer, TrainResult  # noqa: E402
+
+
+def train(model, data: Dataset, config: TrainConfig | None = None, *,
+          binarization: str = "auto", run_dir=None, progress: bool = True) -> TrainResult:
+    """Train ``model`` on ``data`` with ``config`` (default :class:`TrainConfig`).
+
+    ``binarization`` as in :class:`DataConfig`; the model ends with its best-validation weights.
+    """
+    from .data import eval_split, resolve_binarization
+
+    config = config or TrainConfig()
+    b = resolve_binarization(binarization, data, getattr(model, "likelihood", "gaussian"))
+    trainer = Trainer(model, config, data.train, eval_split(data, "valid", b),
+                      dynamic_binarization=b == "dynamic", run_dir=run_dir, progress=progress)
+    return trainer.fit()
+
+
+__all__ = [
+    "CheckpointError", "Config", "ConfigError", "DataConfig", "DataError", "Dataset",
+    "ESTIMATORS", "Losses", "MODELS", "ModelConfig", "TrainConfig", "TrainResult", "Trainer",
+    "TrainingDivergedError", "VAE", "VaekitError", "active_units", "binarize", "build_model",
+    "elbo", "elbo_terms", "evaluate", "evaluate_run", "iwae_bound", "load_config",
+    "load_dataset", "load_run", "log_likelihood", "log_mean_exp", "log_weights",
+    "register_estimator", "train", "train_run",
+]

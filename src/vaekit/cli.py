@@ -1,0 +1,229 @@
+"""The ``vaekit`` command line: ``train``, ``evaluate``, ``sample``.
+
+Every configuration field is an option of ``vaekit train`` (``--latent-dim 2``); bad options
+and bad values give one line naming the problem and the fix, and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from . import __version__
+from .config import SECTIONS, Config, field_types, load_config, set_field
+from .errors import ConfigError, VaekitError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+# Fields that may change when a run is resumed; the rest must stay as trained.
+RESUMABLE_FIELDS = {"epochs", "patience", "device", "eval_num_samples", "data_dir"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    for section, cls in SECTIONS.items():
+        group = p.add_argument_group(f"{section} configuration (override --config)")
+        types_ = field_types(cls)
+        for f in dataclasses.fields(cls):
+            flags = [_flag(f.name)]
+            if f.name == "dataset":
+                flags.insert(0, "--data")
+            help_ = f.metadata.get("help", "")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if types_[f.name] is bool:
+                group.add_argument(*flags, dest=f"{section}.{f.name}",
+                                   action=argparse.BooleanOptionalAction,
+                                   default=argparse.SUPPRESS, help=f"{help_} (default {default})")
+            else:
+                if isinstance(default, list):
+                    default = ",".join(map(str, default))
+                group.add_argument(*flags, dest=f"{section}.{f.name}", metavar="VALUE",
+                                   default=argparse.SUPPRESS, help=f"{help_} (default {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaekit", description=(
+        "Variational autoencoders: train, evaluate the test log-likelihood (nats), sample. "
+        "'vaekit train' with no options trains a small VAE on the embedded mnist-5k digits."))
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and write a run directory",
+                       description="Train a model, evaluate it on the test set and draw figures.")
+    t.add_argument("--config", metavar="FILE|PRESET",
+                   help="a JSON/TOML configuration file or a preset: default, iwae-paper-1layer")
+    t.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<time>)")
+    t.add_argument("--resume", metavar="RUN", help="continue the interrupted run in RUN")
+    t.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")
+    _add_common(t)
+    _add_config_options(t)
+
+    e = sub.add_parser("evaluate", help="test ELBO, KL, log-likelihood, active units of a run")
+    e.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
+    e.add_argument("--num-samples", type=int, metavar="K", default=None,
+                   help="importance samples k for the log-likelihood (default: the run's, 5000)")
+    e.add_argument("--split", choices=("test", "valid", "train"), default="test")
+    e.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    e.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
+    e.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    _add_common(e)
+
+    s = sub.add_parser("sample", help="draw samples, reconstructions and other figures of a run")
+    s.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
+    s.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    s.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
+    s.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch)")
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The configuration: ``--config`` (or the run's, with ``--resume``) plus overrides."""
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    if args.resume:
+        from pathlib import Path
+
+        from .io import read_json
+        from .runs import CONFIG
+        cfg_path = Path(args.resume) / CONFIG
+        if not cfg_path.is_file():
+            raise ConfigError(f"--resume {args.resume}: no {CONFIG} there; is it a run directory?")
+        config = Config.from_dict(read_json(cfg_path))
+        fixed = sorted(k.split(".")[1] for k in overrides
+                       if k.split(".")[1] not in RESUMABLE_FIELDS)
+        if fixed or args.config:
+            names = ", ".join(_flag(n) for n in fixed) or "--config"
+            raise ConfigError(
+                f"{names} cannot change when resuming; only "
+                f"{', '.join(_flag(n) for n in sorted(RESUMABLE_FIELDS))} can")
+    else:
+        config = load_config(args.config)
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        set_field(getattr(config, section), name, value)
+    return config.validate()
+
+
+def _fmt(v, se=None, digits=2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    s = f"{v:.{digits}f}"
+    if se is not None and math.isfinite(se):
+        s += f" ± {se:.{digits}f}"
+    return s
+
+
+def format_eval(r: dict) -> str:
+    """A short table of an evaluation result (nats per example, mean ± standard error)."""
+    rows = [
+        (f"log-likelihood (IWAE bound, k={r['num_samples']})",
+         _fmt(r["log_likelihood"], r["log_likelihood_se"])),
+        ("ELBO", _fmt(r["elbo"], r["elbo_se"])),
+        ("  reconstruction E_q log p(x|z)", _fmt(r["reconstruction"], r["reconstruction_se"])),
+        ("  KL(q(z|x) || p(z))", _fmt(r["kl"], r["kl_se"])),
+    ]
+    if r.get("bits_per_dim") is not None:
+        rows.append(("bits/dim (from log-likelihood)", _fmt(r["bits_per_dim"], digits=4)))
+    rows.append(("active units (Cov_x E_q[z] > 0.01)", f"{r['active_units']} / {r['latent_dim']}"))
+    width = max(len(a) for a, _ in rows)
+    head = (f"{r['dataset']} {r['split']} set, {r['num_examples']} examples; "
+            f"binarization: {r['binarization']}; in nats per example (mean ± s.e.)")
+    return "\n".join([head] + [f"  {a:<{width}}  {b}" for a, b in rows])
+
+
+def _cmd_train(args) -> int:
+    from .runs import train_run
+    config = config_from_args(args)
+    summary = train_run(config, args.resume or args.out, resume=bool(args.resume),
+                        progress=not args.no_progress, evaluate_after=not args.no_eval)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    tr = summary["train"]
+    print(f"run directory: {summary['run_dir']}")
+    print(f"  config.json, best.safetensors, last.safetensors, metrics.jsonl, tensorboard/"
+          f"{', eval.json' if 'eval' in summary else ''}")
+    if summary.get("figures"):
+        print("  figures: " + ", ".join(p.rsplit("/", 1)[-1] for p in summary["figures"]))
+    print(f"trained {tr['epochs']} epochs in {tr['seconds']:.0f} s ({tr['stopped']}); best "
+          f"validation ELBO {tr['best_valid_elbo']:.2f} nats at epoch {tr['best_epoch']}")
+    if "eval" in summary:
+        print(format_eval(summary["eval"]))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .runs import evaluate_run, load_run
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
+                   device=args.device)
+    result = evaluate_run(run, args.num_samples, split=args.split,
+                          progress=not args.no_progress and not args.json)
+    print(json.dumps(result, indent=2) if args.json else format_eval(result))
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    from .runs import load_run, make_figures
+    run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
+                   device=args.device)
+    for p in make_figures(run):
+        print(p)
+    return 0
+
+
+def _warning(message, category, filename, lineno, line=None) -> str:
+    return f"vaekit: warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    warnings.formatwarning = _warning
+    try:
+        if getattr(args, "threads", None):
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        return {"train": _cmd_train, "evaluate": _cmd_evaluate,
+                "sample": _cmd_sample}[args.command](args)
+    except VaekitError as e:
+        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"vaekit {args.command}: interrupted; the last completed epoch's checkpoint is "
+              "kept (continue with 'vaekit train --resume RUN')", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

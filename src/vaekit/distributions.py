@@ -1,0 +1,59 @@
+"""Small helpers over ``torch.distributions``.
+
+Distributions are built with ``validate_args=False``: argument checks would synchronise the
+device on every call in the training loop. Data are validated once, when loaded
+(:func:`vaekit.data.check_data`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import kl_divergence as _kl
+
+
+def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
+    """N(loc, diag(scale^2)) over the last dimension: batch shape ``loc.shape[:-1]``."""
+    return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+def bernoulli(logits: torch.Tensor) -> Independent:
+    """Independent Bernoulli(sigmoid(logits)) over the last dimension."""
+    return Independent(Bernoulli(logits=logits, validate_args=False), 1, validate_args=False)
+
+
+def analytic_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
+    """Closed-form KL(q || p) in nats, or ``None`` when torch.distributions has none.
+
+    For diagonal Gaussians this is Kingma & Welling (2014), Appendix B:
+    KL = 1/2 sum_j [ (s_j^2 + (m_j - mu_j)^2) / sigma_j^2 - 1 + log(sigma_j^2 / s_j^2) ].
+    """
+    try:
+        return _kl(q, p)
+    except NotImplementedError:
+        return None
+
+
+def kl_divergence(q: Distribution, p: Distribution, z: torch.Tensor | None = None,
+                  analytic: bool = True) -> torch.Tensor:
+    """KL(q || p) per batch element, in nats.
+
+    Args:
+        q, p: distributions with the same event shape; batch shape ``(B,)``.
+        z: samples from q, shape ``(K, B, D)``; needed for the Monte Carlo estimate
+            ``mean_k [log q(z_k) - log p(z_k)]``.
+        analytic: use the closed form when torch.distributions has one.
+
+    Returns:
+        ``(B,)`` tensor.
+
+    Raises:
+        ValueError: no closed form exists (or ``analytic=False``) and ``z`` is not given.
+    """
+    if analytic:
+        kl = analytic_kl(q, p)
+        if kl is not None:
+            return kl
+    if z is None:
+        raise ValueError("a Monte Carlo KL estimate needs samples z from q")
+    return (q.log_prob(z) - p.log_prob(z)).mean(0)

@@ -1,0 +1,110 @@
+"""Atomic file writes and safetensors checkpoints.
+
+Every file vaekit writes into a run directory goes through :func:`atomic_write`: the bytes are
+written to a temporary file in the same directory, flushed to disk, and renamed over the target
+(``os.replace`` is atomic on POSIX and Windows). An interrupted write therefore leaves either
+the old file or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as _safetensors_bytes
+
+from .errors import CheckpointError
+
+_METADATA_KEY = "vaekit"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; raise :class:`CheckpointError` naming the file if missing or corrupt."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}): the file is corrupt") from None
+
+
+def save_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict | None = None
+) -> None:
+    """Save a flat dict of tensors as safetensors, with ``metadata`` (JSON-able) in the header.
+
+    Tensors are moved to the CPU and made contiguous first; the write is atomic.
+    """
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {_METADATA_KEY: json.dumps(metadata or {})}
+    atomic_write(path, _safetensors_bytes(flat, metadata=header))
+
+
+def load_tensors(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a safetensors file written by :func:`save_tensors`: ``(tensors, metadata)``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or not a safetensors file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({e}); "
+            "delete it and retrain, or resume from an intact copy"
+        ) from None
+    try:
+        metadata = json.loads(header.get(_METADATA_KEY, "{}"))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"checkpoint {path} has a corrupt metadata header") from None
+    return tensors, metadata

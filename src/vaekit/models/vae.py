@@ -1,0 +1,117 @@
+"""The standard variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014).
+
+p(z) = N(0, I);  q_phi(z|x) = N(mu_phi(x), diag sigma_phi(x)^2);
+p_theta(x|z) = Bernoulli(sigmoid(f_theta(z)))  or  N(f_theta(z), sigma^2 I).
+
+The model only describes distributions; bounds and losses live in :mod:`vaekit.objectives`
+and :mod:`vaekit.estimators`, so any objective runs with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Independent
+
+from ..distributions import bernoulli, diagonal_normal
+from ..nn import mlp
+
+
+class VAE(nn.Module):
+    """A VAE with MLP encoder and decoder.
+
+    Args:
+        data_dim: D, the number of observed dimensions (784 for MNIST).
+        latent_dim: the dimension of z.
+        hidden_sizes: encoder hidden widths; the decoder uses them in reverse order
+            (``(200, 200)`` gives 784-200-200-50 and 50-200-200-784).
+        activation: hidden nonlinearity, a key of :data:`vaekit.nn.ACTIVATIONS`.
+        likelihood: ``"bernoulli"`` (logits output) or ``"gaussian"`` (mean output).
+        decoder_std: Gaussian decoder: sigma, fixed or its initial value.
+        learn_decoder_std: Gaussian decoder: learn one shared log sigma.
+    """
+
+    def __init__(self, data_dim: int, latent_dim: int = 16,
+                 hidden_sizes: Sequence[int] = (200, 200), activation: str = "tanh",
+                 likelihood: str = "bernoulli", decoder_std: float = 0.1,
+                 learn_decoder_std: bool = True) -> None:
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
+        self.data_dim = int(data_dim)
+        self.latent_dim = int(latent_dim)
+        self.likelihood = likelihood
+        self.encoder_net = mlp(data_dim, hidden_sizes, 2 * latent_dim, activation)
+        self.decoder_net = mlp(latent_dim, tuple(reversed(hidden_sizes)), data_dim, activation)
+        self.register_buffer("prior_loc", torch.zeros(latent_dim))
+        self.register_buffer("prior_scale", torch.ones(latent_dim))
+        log_std = torch.tensor(math.log(decoder_std))
+        if likelihood == "gaussian" and learn_decoder_std:
+            self.decoder_log_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("decoder_log_std", log_std)
+
+    @classmethod
+    def from_config(cls, config, data_dim: int) -> VAE:
+        """Build from a :class:`vaekit.config.ModelConfig`."""
+        return cls(data_dim, latent_dim=config.latent_dim, hidden_sizes=config.hidden_sizes,
+                   activation=config.activation, likelihood=config.likelihood,
+                   decoder_std=config.decoder_std, learn_decoder_std=config.learn_decoder_std)
+
+    # ------------------------------------------------------------------ distributions
+    def prior(self) -> Independent:
+        """p(z) = N(0, I); batch shape ``()``, event shape ``(latent_dim,)``."""
+        return diagonal_normal(self.prior_loc, self.prior_scale)
+
+    def encoder(self, x: torch.Tensor) -> Independent:
+        """q(z|x) for ``x: (B, D)``: a diagonal Gaussian with batch shape ``(B,)``.
+
+        sigma = exp(log sigma), the parameterisation of the IWAE code.
+        """
+        loc, log_scale = self.encoder_net(x).chunk(2, dim=-1)
+        return diagonal_normal(loc, log_scale.exp())
+
+    def decoder(self, z: torch.Tensor) -> Independent:
+        """p(x|z) for ``z: (..., latent_dim)``: batch shape ``z.shape[:-1]``, event ``(D,)``."""
+        out = self.decoder_net(z)
+        if self.likelihood == "bernoulli":
+            return bernoulli(out)
+        return diagonal_normal(out, self.decoder_log_std.exp().expand_as(out))
+
+    # ------------------------------------------------------------------ helpers
+    def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z], shape ``(..., D)``: probabilities (Bernoulli) or the mean (Gaussian)."""
+        out = self.decoder_net(z)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    @torch.no_grad()
+    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
+        """Set the decoder's output bias to the training data mean, as the IWAE code does.
+
+        Bernoulli: logit of the per-pixel mean (clipped to [1e-3, 1 - 1e-3]); Gaussian: the mean.
+        ``train_mean: (D,)``.
+        """
+        last = self.decoder_net[-1]
+        if self.likelihood == "bernoulli":
+            p = train_mean.clamp(1e-3, 1 - 1e-3)
+            last.bias.copy_(torch.log(p) - torch.log1p(-p))
+        else:
+            last.bias.copy_(train_mean)
+
+    def inference_parameters(self) -> Iterator[nn.Parameter]:
+        """phi: the encoder's parameters."""
+        return self.encoder_net.parameters()
+
+    def generative_parameters(self) -> Iterator[nn.Parameter]:
+        """theta: the decoder's (and prior's, if learned) parameters."""
+        ids = {id(p) for p in self.inference_parameters()}
+        return (p for p in self.parameters() if id(p) not in ids)
+
+    @torch.no_grad()
+    def sample(self, num: int) -> torch.Tensor:
+        """``num`` draws of E[x|z] with z ~ p(z): ``(num, D)`` (the usual way to show samples)."""
+        z = self.prior().sample((num,))
+        return self.decoder_mean(z)

@@ -1,0 +1,95 @@
+"""Variational bounds on log p(x), as pure functions of a model and a batch.
+
+All values are in nats per example. A model provides ``prior()``, ``encoder(x)`` and
+``decoder(z)`` (see :mod:`vaekit.models`); nothing here depends on the architecture.
+
+References:
+    Kingma & Welling (2014), "Auto-Encoding Variational Bayes", ICLR: eq. (3) ELBO,
+        eq. (7) the SGVB estimator with analytic KL, Sec. 2.4 reparameterization.
+    Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders", ICLR:
+        eq. (8) L_k, Theorem 1 (L_k <= L_{k+1} <= log p(x)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Distribution
+
+from .distributions import kl_divergence
+
+
+def log_mean_exp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log( mean_i exp(t_i) ) along ``dim``, computed stably with logsumexp."""
+    return t.logsumexp(dim) - math.log(t.shape[dim])
+
+
+def reparameterize(q: Distribution, num_samples: int) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I): ``(K, B, D_z)`` samples differentiable in q's
+    parameters (the reparameterization trick, Kingma & Welling 2014, Sec. 2.4)."""
+    return q.rsample((num_samples,))
+
+
+def log_weights_given(model, x: torch.Tensor, q: Distribution, z: torch.Tensor) -> torch.Tensor:
+    """log w = log p(x|z) + log p(z) - log q(z|x) for given samples ``z: (K, B, D_z)``."""
+    return model.decoder(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+
+
+def log_weights(model, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+    """Importance log-weights log p(x, z_k) - log q(z_k|x), z_k ~ q(z|x) reparameterized.
+
+    Args:
+        model: provides ``prior()``, ``encoder(x)``, ``decoder(z)``.
+        x: ``(B, D)`` data.
+        num_samples: K, samples of z per example.
+
+    Returns:
+        ``(K, B)`` tensor in nats. ``mean(0)`` is the K-sample ELBO estimate,
+        :func:`log_mean_exp` over dim 0 the IWAE bound L_K (Burda et al. 2016, eq. 8).
+    """
+    q = model.encoder(x)
+    return log_weights_given(model, x, q, reparameterize(q, num_samples))
+
+
+def elbo_terms(model, x: torch.Tensor, num_samples: int = 1,
+               kl: str = "analytic") -> tuple[torch.Tensor, torch.Tensor]:
+    """The ELBO's two terms: E_q[log p(x|z)] (K-sample average) and KL(q(z|x) || p(z)).
+
+    Args:
+        x: ``(B, D)``.
+        num_samples: K, reparameterized samples averaged in the reconstruction term.
+        kl: ``"analytic"`` uses the closed form when torch.distributions has one (Gaussian
+            q and prior; Kingma & Welling 2014, Appendix B) and falls back to Monte Carlo;
+            ``"mc"`` always uses mean_k [log q(z_k|x) - log p(z_k)] on the same samples.
+
+    Returns:
+        ``(reconstruction, kl)``, each ``(B,)``, in nats.
+    """
+    if kl not in ("analytic", "mc"):
+        raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
+    q = model.encoder(x)
+    z = reparameterize(q, num_samples)                           # (K, B, D_z)
+    reconstruction = model.decoder(z).log_prob(x).mean(0)        # (B,)
+    return reconstruction, kl_divergence(q, model.prior(), z, analytic=(kl == "analytic"))
+
+
+def elbo(model, x: torch.Tensor, num_samples: int = 1, kl: str = "analytic",
+         beta: float = 1.0) -> torch.Tensor:
+    """The evidence lower bound E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)), ``(B,)`` nats.
+
+    ``beta = 1`` is the ELBO (Kingma & Welling 2014, eq. 3); other values give the beta-VAE
+    objective (Higgins et al. 2017, eq. 4), which is not a bound on log p(x) for beta < 1.
+    See :func:`elbo_terms` for ``num_samples`` and ``kl``.
+    """
+    reconstruction, kl_term = elbo_terms(model, x, num_samples, kl)
+    return reconstruction - beta * kl_term
+
+
+def iwae_bound(model, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """The importance-weighted bound L_K = E[log (1/K) sum_k w_k], ``(B,)`` nats.
+
+    Burda et al. (2016), eq. (8); L_1 is the ELBO, L_K increases with K towards log p(x).
+    For large K use :func:`vaekit.evaluation.log_likelihood`, which streams over K.
+    """
+    return log_mean_exp(log_weights(model, x, num_samples), dim=0)

@@ -1,0 +1,125 @@
+"""Functions from arrays and training history to matplotlib figures (no model inside).
+
+They use matplotlib's object-oriented API (``matplotlib.figure.Figure``), so no display or
+pyplot state is involved; :func:`save_figure` writes a PNG atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .io import atomic_path
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def tile_images(images, image_shape: Sequence[int], ncols: int, pad: int = 1) -> np.ndarray:
+    """Tile ``images: (N, H*W)`` into one ``(rows*(H+pad)+pad, ncols*(W+pad)+pad)`` array."""
+    imgs = _np(images).reshape(-1, *image_shape)
+    n, h, w = imgs.shape
+    nrows = math.ceil(n / ncols)
+    out = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.float32)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, ncols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h,
+            pad + c * (w + pad):pad + c * (w + pad) + w] = im
+    return out
+
+
+def _image_figure(grid: np.ndarray, title: str, scale: float = 0.06) -> Figure:
+    h, w = grid.shape
+    fig = Figure(figsize=(max(3.0, w * scale), max(2.0, h * scale + 0.5)))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(samples, image_shape: Sequence[int], ncols: int = 10,
+                 title: str = "samples from the prior (E[x|z], z ~ p(z))") -> Figure:
+    """A grid of samples ``(N, D)``."""
+    return _image_figure(np.clip(tile_images(samples, image_shape, ncols), 0, 1), title)
+
+
+def plot_reconstructions(x, x_rec, image_shape: Sequence[int], ncols: int = 10) -> Figure:
+    """Rows of test images, each followed by a row of their reconstructions."""
+    x, x_rec = _np(x), _np(x_rec)
+    rows = []
+    for i in range(0, len(x), ncols):
+        rows += [x[i:i + ncols], x_rec[i:i + ncols]]
+    stacked = np.concatenate(rows)
+    return _image_figure(np.clip(tile_images(stacked, image_shape, ncols), 0, 1),
+                         "test images (odd rows) and reconstructions E[x|z=E_q z] (even rows)")
+
+
+def plot_interpolations(paths, image_shape: Sequence[int]) -> Figure:
+    """``paths: (P, S, D)``: each row decodes S points from one test image's posterior mean
+    to another's."""
+    paths = _np(paths)
+    p, s, d = paths.shape
+    return _image_figure(np.clip(tile_images(paths.reshape(p * s, d), image_shape, s), 0, 1),
+                         "latent interpolations between pairs of test images")
+
+
+def plot_manifold(images, image_shape: Sequence[int], n: int) -> Figure:
+    """The decoded 2-D latent manifold: ``images: (n*n, D)`` from
+    :func:`vaekit.sampling.latent_grid`."""
+    return _image_figure(np.clip(tile_images(images, image_shape, n, pad=0), 0, 1),
+                         "decoded latent grid (N(0,1) quantiles of z1, z2)", scale=0.03)
+
+
+def plot_latent(mu, labels=None, title: str = "test set posterior means E_q[z|x]") -> Figure:
+    """Scatter of 2-D posterior means ``mu: (N, 2)``, coloured by ``labels`` when given."""
+    mu = _np(mu)
+    fig = Figure(figsize=(5.5, 4.8))
+    ax = fig.add_subplot()
+    if labels is not None:
+        labels = _np(labels)
+        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+        cb = fig.colorbar(sc, ax=ax)
+        cb.set_label("label")
+    else:
+        ax.scatter(mu[:, 0], mu[:, 1], s=6, alpha=0.6)
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(history: Sequence[dict]) -> Figure:
+    """Training and validation ELBO (nats) per epoch from ``metrics.jsonl`` records."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    epochs = [r["epoch"] for r in history]
+    for key, label in (("train_elbo", "train ELBO"), ("valid_elbo", "validation ELBO")):
+        ax.plot(epochs, [r[key] for r in history], label=label)
+    if epochs and max(epochs) > 100:
+        ax.set_xscale("log")
+    vals = [r[k] for r in history for k in ("train_elbo", "valid_elbo")
+            if math.isfinite(r[k])]
+    if vals:   # the first epochs can be far below the rest: show the informative range
+        lo, hi = np.percentile(vals, 5), max(vals)
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo) + 1e-6)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per example)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Write ``fig`` as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)

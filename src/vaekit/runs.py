@@ -1,0 +1,235 @@
+"""Run directories: train, evaluate and sample end to end, as the CLI does.
+
+A run directory holds::
+
+    config.json         the full configuration (binarization resolved), written first
+    best.safetensors    model weights at the best validation ELBO
+    last.safetensors    model + optimizer + RNG state of the last epoch (for --resume)
+    metrics.jsonl       one JSON record per epoch
+    tensorboard/        TensorBoard event files
+    eval.json           test metrics (vaekit evaluate)
+    *.png               figures (vaekit sample)
+
+Every file is written atomically (:mod:`vaekit.io`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import plotting, sampling
+from .config import Config
+from .data import Dataset, check_likelihood, eval_split, load_dataset, resolve_binarization
+from .errors import CheckpointError, ConfigError
+from .evaluation import evaluate, posterior_means
+from .io import load_tensors, read_json, write_json
+from .models import build_model
+from .training import BEST, LAST, METRICS, Trainer, TrainResult, read_metrics, resolve_device
+
+CONFIG = "config.json"
+EVAL = "eval.json"
+
+
+@dataclass
+class Run:
+    """A loaded run: its directory, configuration, model (on its device) and data."""
+
+    path: Path
+    config: Config
+    model: torch.nn.Module
+    dataset: Dataset
+    binarization: str     # "dynamic" or "none", as trained
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def default_run_dir(config: Config) -> Path:
+    name = Path(config.data.dataset).stem if config.data.dataset.endswith((".npz", ".npy")) \
+        else config.data.dataset
+    return Path("runs") / f"{name}-{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _absolute_paths(config: Config) -> Config:
+    """Record data paths absolutely so that the run can be reloaded from any directory."""
+    data = config.data
+    if data.data_dir is not None:
+        data = dataclasses.replace(data, data_dir=str(Path(data.data_dir).expanduser().resolve()))
+    p = Path(data.dataset).expanduser()
+    if data.dataset.endswith((".npz", ".npy")) and p.exists():
+        data = dataclasses.replace(data, dataset=str(p.resolve()))
+    return dataclasses.replace(config, data=data)
+
+
+def prepare_data(config: Config) -> tuple[Dataset, str]:
+    """Load the configured dataset, check it against the likelihood, resolve binarization."""
+    dataset = load_dataset(config.data.dataset, config.data.data_dir)
+    check_likelihood(dataset, config.model.likelihood)
+    return dataset, resolve_binarization(config.data.binarization, dataset,
+                                         config.model.likelihood)
+
+
+def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: bool = False,
+              progress: bool = True, evaluate_after: bool = True, figures: bool = True,
+              log: Callable[[str], None] = _stderr) -> dict:
+    """Train (or resume) a run, then evaluate it on the test set and draw its figures.
+
+    Returns a summary dict: ``run_dir``, ``train`` (epochs, best epoch, ...), ``eval``
+    (see :func:`vaekit.evaluation.evaluate`) and ``figures``.
+
+    Raises:
+        ConfigError, DataError: bad configuration or data (nothing is written).
+        CheckpointError: ``out`` already holds a run (without ``resume``), or cannot resume.
+        TrainingDivergedError: NaN loss; the last good checkpoint is kept.
+    """
+    config.validate()
+    if resume:
+        if out is None:
+            raise CheckpointError("--resume needs the run directory to continue")
+        run_dir = Path(out)
+        if not (run_dir / LAST).is_file():
+            raise CheckpointError(f"{run_dir} holds no {LAST} to resume from")
+    else:
+        run_dir = Path(out) if out is not None else default_run_dir(config)
+        if (run_dir / CONFIG).exists():
+            raise CheckpointError(
+                f"{run_dir} already holds a run; continue it with --resume, or choose "
+                "another --out")
+        config = _absolute_paths(config)
+    dataset, binarization = prepare_data(config)          # fails before anything is written
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, binarization=binarization))
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, dataset.dim)
+    model.init_decoder_bias(dataset.train.mean(0))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / CONFIG, config.to_dict())
+    trainer = Trainer(model, config.train, dataset.train, eval_split(dataset, "valid",
+                                                                      binarization),
+                      dynamic_binarization=binarization == "dynamic", run_dir=run_dir,
+                      progress=progress, log=log)
+    log(f"training {config.model.model} on {dataset.name} ({dataset.train.shape[0]} examples, "
+        f"binarization {binarization}) on {trainer.device}; run directory {run_dir}")
+    result: TrainResult = trainer.fit(resume=resume)
+    summary = {"run_dir": str(run_dir),
+               "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
+                         "best_valid_elbo": result.best_valid_elbo,
+                         "seconds": round(result.seconds, 2), "stopped": result.stopped}}
+    run = Run(run_dir, config, trainer.model, dataset, binarization)
+    if evaluate_after:
+        summary["eval"] = evaluate_run(run, progress=progress)
+    if figures:
+        summary["figures"] = [str(p) for p in make_figures(run, result.history)]
+    return summary
+
+
+def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
+             data_dir: str | None = None, device: str | None = None) -> Run:
+    """Load a run directory's configuration, data and model weights.
+
+    Args:
+        checkpoint: ``"best"`` (best validation ELBO) or ``"last"``.
+        data_dir: where to look for the dataset if it moved since training.
+        device: override the configured device.
+
+    Raises:
+        CheckpointError: not a run directory, or a missing/corrupt checkpoint.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"run directory {path} does not exist")
+    if not (path / CONFIG).is_file():
+        raise CheckpointError(f"{path} is not a run directory (it has no {CONFIG})")
+    try:
+        config = Config.from_dict(read_json(path / CONFIG)).validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{path / CONFIG} is not a valid configuration: {e}") from None
+    if data_dir is not None:
+        config.data.data_dir = data_dir
+    if device is not None:
+        config.train.device = device
+    dataset, binarization = prepare_data(config)
+    model = build_model(config.model, dataset.dim)
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be best or last, got {checkpoint!r}")
+    tensors, _ = load_tensors(path / (BEST if checkpoint == "best" else LAST))
+    if checkpoint == "last":
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise CheckpointError(f"the {checkpoint} checkpoint of {path} does not fit its "
+                              f"{CONFIG} ({str(e).splitlines()[0]})") from None
+    model.to(resolve_device(config.train.device)).eval()
+    return Run(path, config, model, dataset, binarization)
+
+
+def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *,
+                 split: str = "test", progress: bool = False, save: bool = True) -> dict:
+    """Evaluate a run on a split; save the result as ``eval.json`` (``eval-valid.json``...).
+
+    The returned dict is :func:`vaekit.evaluation.evaluate`'s plus ``dataset``, ``split``,
+    ``binarization``, ``likelihood``, ``run_dir``.
+    """
+    if not isinstance(run, Run):
+        run = load_run(run)
+    k = num_samples or run.config.train.eval_num_samples
+    if k < 1:
+        raise ConfigError(f"--num-samples must be a positive integer, got {k}")
+    x = eval_split(run.dataset, split, run.binarization)
+    result = {"dataset": run.dataset.name, "split": split,
+              "binarization": ("dynamic (training); evaluation data binarized once, seed 0"
+                               if run.binarization == "dynamic" else run.binarization),
+              "likelihood": run.config.model.likelihood}
+    result.update(evaluate(run.model, x, k, progress=progress))
+    result["run_dir"] = str(run.path)
+    if save:
+        write_json(run.path / (EVAL if split == "test" else f"eval-{split}.json"), result)
+    return result
+
+
+def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
+    """Draw the run's figures as PNG files in its directory; return their paths."""
+    model, ds, out = run.model, run.dataset, run.path
+    x_test = eval_split(ds, "test", run.binarization)
+    _, labels = ds.split("test")
+    written: list[Path] = []
+
+    def save(fig, name):
+        plotting.save_figure(fig, out / name)
+        written.append(out / name)
+
+    history = history if history is not None else read_metrics(out / METRICS)
+    if history:
+        save(plotting.plot_curves(history), "curves.png")
+    shape = ds.image_shape
+    if shape is not None:
+        save(plotting.plot_samples(sampling.prior_samples(model, 100), shape), "samples.png")
+        n = min(50, x_test.shape[0])
+        save(plotting.plot_reconstructions(x_test[:n], sampling.reconstructions(model, x_test[:n]),
+                                           shape), "reconstructions.png")
+        pairs = min(8, x_test.shape[0] // 2)
+        if pairs:
+            paths = sampling.interpolations(model, x_test[:pairs], x_test[pairs:2 * pairs])
+            save(plotting.plot_interpolations(paths, shape), "interpolations.png")
+    if getattr(model, "latent_dim", None) == 2:
+        if shape is not None:
+            images, _ = sampling.latent_grid(model, 20)
+            save(plotting.plot_manifold(images, shape, 20), "manifold.png")
+        save(plotting.plot_latent(posterior_means(model, x_test), labels), "latent.png")
+    return written
+
+
+def load_eval(run_dir: str | os.PathLike) -> dict:
+    """The saved ``eval.json`` of a run."""
+    return json.loads((Path(run_dir) / EVAL).read_text(encoding="utf-8"))
