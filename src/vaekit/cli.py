@@ -202,9 +202,21 @@ def _warning(message, category, filename, lineno, line=None) -> str:
     return f"vaekit: warning: {message}\n"
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # report unknown options against the subcommand, whose --help lists them
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        target = sub.choices.get(args.command, parser) if args.command else parser
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as e:        # --help, --version, or a usage error already printed
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -54,7 +54,8 @@ def download(url: str, dest: str | os.PathLike, sha256: str, *, timeout: float =
             total = int(response.headers.get("Content-Length") or 0) or None
             with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
                                             desc=f"downloading {dest.name}",
-                                            disable=not progress, leave=False) as bar:
+                                            disable=None if progress else True,
+                                            leave=False) as bar:
                 while chunk := response.read(_CHUNK):
                     h.update(chunk)
                     f.write(chunk)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .base import LatentVariableModel
+from .linear_gaussian import LinearGaussian
 from .vae import VAE
 
 MODELS: dict[str, type[nn.Module]] = {"vae": VAE}
@@ -18,4 +20,4 @@ def build_model(config, data_dim: int) -> nn.Module:
     return MODELS[config.model].from_config(config, data_dim)
 
 
-__all__ = ["MODELS", "VAE", "build_model"]
+__all__ = ["MODELS", "LatentVariableModel", "LinearGaussian", "VAE", "build_model"]

@@ -18,9 +18,10 @@ from torch.distributions import Independent
 
 from ..distributions import bernoulli, diagonal_normal
 from ..nn import mlp
+from .base import LatentVariableModel
 
 
-class VAE(nn.Module):
+class VAE(LatentVariableModel):
     """A VAE with MLP encoder and decoder.
 
     Args:
@@ -104,14 +105,3 @@ class VAE(nn.Module):
     def inference_parameters(self) -> Iterator[nn.Parameter]:
         """phi: the encoder's parameters."""
         return self.encoder_net.parameters()
-
-    def generative_parameters(self) -> Iterator[nn.Parameter]:
-        """theta: the decoder's (and prior's, if learned) parameters."""
-        ids = {id(p) for p in self.inference_parameters()}
-        return (p for p in self.parameters() if id(p) not in ids)
-
-    @torch.no_grad()
-    def sample(self, num: int) -> torch.Tensor:
-        """``num`` draws of E[x|z] with z ~ p(z): ``(num, D)`` (the usual way to show samples)."""
-        z = self.prior().sample((num,))
-        return self.decoder_mean(z)

@@ -1,0 +1,54 @@
+"""The interface every latent-variable model offers to objectives, training and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+
+class LatentVariableModel(nn.Module):
+    """p(x) = int p_theta(x|z) p(z) dz with an inference network q_phi(z|x).
+
+    Subclasses set ``latent_dim`` and ``likelihood`` and implement :meth:`prior`,
+    :meth:`encoder`, :meth:`decoder` and :meth:`inference_parameters`; they return
+    ``torch.distributions`` objects only (no losses).
+    """
+
+    latent_dim: int
+    likelihood: str     # "bernoulli" or "gaussian": what p(x|z) is
+
+    def prior(self) -> Distribution:
+        """p(z), batch shape ``()``."""
+        raise NotImplementedError
+
+    def encoder(self, x: torch.Tensor) -> Distribution:
+        """q(z|x) for ``x: (B, D)``, batch shape ``(B,)``."""
+        raise NotImplementedError
+
+    def decoder(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) for ``z: (..., latent_dim)``, batch shape ``z.shape[:-1]``."""
+        raise NotImplementedError
+
+    def inference_parameters(self) -> Iterator[nn.Parameter]:
+        """phi: the parameters of q(z|x)."""
+        raise NotImplementedError
+
+    def generative_parameters(self) -> Iterator[nn.Parameter]:
+        """theta: every parameter that is not in :meth:`inference_parameters`."""
+        ids = {id(p) for p in self.inference_parameters()}
+        return (p for p in self.parameters() if id(p) not in ids)
+
+    def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z], shape ``(..., D)``."""
+        return self.decoder(z).mean
+
+    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
+        """Start the decoder at the data mean when the model has such a bias (default: no-op)."""
+
+    @torch.no_grad()
+    def sample(self, num: int) -> torch.Tensor:
+        """``num`` draws of E[x|z] with z ~ p(z): ``(num, D)``."""
+        return self.decoder_mean(self.prior().sample((num,)))

@@ -1,0 +1,174 @@
+"""The command line end to end on tiny data, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_download import server  # noqa: F401  (fixture)
+
+import vaekit.data as data
+from vaekit.cli import main
+
+TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden-sizes", "16", "--batch-size", "32",
+        "--eval-num-samples", "20", "--no-progress"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def trained(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--data", tiny_npz, "--out", out, *TINY)
+    assert code == 0, err
+    return out, stdout
+
+
+def test_train_writes_the_run_directory(trained):
+    out, stdout = trained
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "best.safetensors", "last.safetensors", "metrics.jsonl",
+            "eval.json", "tensorboard", "curves.png", "samples.png", "reconstructions.png",
+            "interpolations.png", "manifold.png", "latent.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["latent_dim"] == 2 and cfg["data"]["binarization"] == "none"
+    assert f"run directory: {out}" in stdout and "log-likelihood (IWAE bound, k=20)" in stdout
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["num_samples"] == 20 and ev["dataset"] == "tiny.npz"
+
+
+def test_evaluate_json_and_sample(trained, capsys):
+    out, _ = trained
+    code, stdout, _ = run(capsys, "evaluate", out, "--num-samples", "30", "--json")
+    assert code == 0
+    r = json.loads(stdout)
+    for key in ("elbo", "log_likelihood", "num_samples", "active_units", "dataset",
+                "binarization", "kl", "reconstruction", "bits_per_dim", "log_likelihood_se"):
+        assert key in r
+    assert r["num_samples"] == 30 and r["split"] == "test"
+    assert r["log_likelihood"] >= r["elbo"] - 1.0
+    assert json.loads((out / "eval.json").read_text())["num_samples"] == 30
+    (out / "samples.png").unlink()
+    code, stdout, _ = run(capsys, "sample", out)
+    assert code == 0 and (out / "samples.png").is_file() and "samples.png" in stdout
+
+
+def test_resume_continues_and_refuses_changes(trained, capsys):
+    out, _ = trained
+    code, _, err = run(capsys, "train", "--resume", out, "--epochs", "3", "--no-progress",
+                       "--no-eval")
+    assert code == 0, err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    code, _, err = run(capsys, "train", "--resume", out, "--lr", "0.1")
+    assert code != 0 and "--lr cannot change when resuming" in err
+
+
+def test_an_existing_run_is_never_overwritten(trained, tiny_npz, capsys):
+    out, _ = trained
+    before = (out / "best.safetensors").read_bytes()
+    code, _, err = run(capsys, "train", "--data", tiny_npz, "--out", out, *TINY)
+    assert code != 0 and "already holds a run" in err and "--resume" in err
+    assert (out / "best.safetensors").read_bytes() == before
+
+
+def _one_line_error(code, err):
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _save(tmp_path, name, array):
+    p = tmp_path / name
+    np.save(p, array)
+    return p
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--epochs", "abc"], "epochs must be an integer, got 'abc'"),
+    (["train", "--latent-dim", "0"], "latent_dim must be a positive integer"),
+    (["train", "--lr", "-1"], "lr must be a positive number"),
+    (["train", "--likelihood", "poisson"], "likelihood must be one of bernoulli, gaussian"),
+    (["train", "--config", "nope.toml"], "neither a preset"),
+    (["train", "--data", "missing.npz"], "missing.npz does not exist"),
+    (["evaluate", "no-such-run"], "run directory no-such-run does not exist"),
+    (["evaluate", ".", "--num-samples", "0"], "--num-samples must be a positive integer"),
+])
+def test_bad_options_give_one_clear_line(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert expected in _one_line_error(code, err)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name,array,expected", [
+    ("shape.npy", np.zeros(50), "expected (N, D)"),
+    ("nan.npy", np.where(np.eye(20) > 0, np.nan, 0.5), "NaN or infinite values in 20 rows"),
+    ("range.npy", np.full((30, 4), 200.0), "divide by 255"),
+])
+def test_bad_data_give_one_clear_line_and_write_nothing(name, array, expected, tmp_path,
+                                                        capsys):
+    p = _save(tmp_path, name, array)
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--data", p, "--out", out, *TINY)
+    line = _one_line_error(code, err)
+    assert expected in line
+    assert not out.exists()
+
+
+def test_bernoulli_range_error_names_the_fix(tmp_path, capsys):
+    p = _save(tmp_path, "neg.npy", np.linspace(-1, 1, 120).reshape(30, 4))
+    code, _, err = run(capsys, "train", "--data", p, *TINY)
+    line = _one_line_error(code, err)
+    assert "Bernoulli decoder needs values in [0, 1]" in line and "--likelihood gaussian" in line
+    code, _, err = run(capsys, "train", "--data", p, "--likelihood", "gaussian", "--out",
+                       tmp_path / "g", *TINY)
+    assert code == 0, err
+
+
+def test_truncated_file_and_checksum_mismatch(tmp_path, capsys, monkeypatch, server):  # noqa: F811
+    p = _save(tmp_path, "t.npy", np.zeros((100, 16)))
+    p.write_bytes(p.read_bytes()[:300])
+    code, _, err = run(capsys, "train", "--data", p, *TINY)
+    assert "truncated" in _one_line_error(code, err)
+
+    root, url = server
+    for split in ("train", "valid", "test"):
+        (root / f"binarized_mnist_{split}.amat").write_bytes(b"0 1\n")
+    monkeypatch.setattr(data, "BINARIZED_MNIST_URL", url + "/binarized_mnist_{split}.amat")
+    code, _, err = run(capsys, "train", "--data", "binarized-mnist", "--data-dir",
+                       tmp_path / "empty", "--out", tmp_path / "r", *TINY)
+    line = _one_line_error(code, err)
+    assert "sha256" in line and "expected " + data.BINARIZED_MNIST_SHA256["train"] in line
+    assert hashlib.sha256(b"0 1\n").hexdigest() in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_checkpoint_gives_one_clear_line(trained, capsys):
+    out, _ = trained
+    p = out / "best.safetensors"
+    p.write_bytes(p.read_bytes()[:64])
+    code, _, err = run(capsys, "evaluate", out)
+    assert "corrupt or truncated" in _one_line_error(code, err)
+
+
+def test_console_script_and_module_entry_points():
+    r = subprocess.run([sys.executable, "-m", "vaekit", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "train" in r.stdout and "evaluate" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "--latent-dim" in r.stdout and "--resume" in r.stdout

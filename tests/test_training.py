@@ -1,0 +1,144 @@
+"""The trainer: learning, resume equality, divergence, early stopping, schedules, files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import vaekit.estimators as estimators
+from vaekit.config import TrainConfig, load_config
+from vaekit.data import eval_split, load_array_file
+from vaekit.errors import CheckpointError, TrainingDivergedError
+from vaekit.estimators import Losses
+from vaekit.io import atomic_write, load_tensors, save_tensors
+from vaekit.models import VAE
+from vaekit.training import (
+    LAST,
+    Trainer,
+    lr_at_epoch,
+    read_metrics,
+    schedule_length,
+    validation_elbo,
+)
+
+
+def test_a_few_epochs_on_mnist_5k_raise_the_validation_elbo(mnist5k):
+    torch.manual_seed(0)
+    model = VAE(784, latent_dim=8, hidden_sizes=(64,))
+    model.init_decoder_bias(mnist5k.train.mean(0))
+    valid = eval_split(mnist5k, "valid", "dynamic")
+    before = validation_elbo(model, valid)
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=2e-3, device="cpu")
+    result = Trainer(model, cfg, mnist5k.train, valid, dynamic_binarization=True,
+                     progress=False).fit()
+    after = validation_elbo(model, valid)
+    assert after > before + 25, (before, after)        # e.g. -207 -> -165 nats
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert result.history[-1]["train_elbo"] > result.history[0]["train_elbo"]
+    assert after == pytest.approx(result.best_valid_elbo, abs=3.0)   # best weights restored
+
+
+def _tiny_trainer(tiny_npz, run_dir, epochs, **overrides):
+    d = load_array_file(tiny_npz)
+    torch.manual_seed(0)
+    model = VAE(d.dim, latent_dim=3, hidden_sizes=(16,))
+    cfg = TrainConfig(epochs=epochs, batch_size=32, seed=7, device="cpu", **overrides)
+    return Trainer(model, cfg, d.train, d.valid, run_dir=run_dir, progress=False)
+
+
+def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(tiny_npz, tmp_path):
+    _tiny_trainer(tiny_npz, tmp_path / "a", 4).fit()
+    _tiny_trainer(tiny_npz, tmp_path / "b", 2).fit()
+    _tiny_trainer(tiny_npz, tmp_path / "b", 4).fit(resume=True)
+    a, meta_a = load_tensors(tmp_path / "a" / LAST)
+    b, meta_b = load_tensors(tmp_path / "b" / LAST)
+    assert sorted(a) == sorted(b)
+    assert any(k.startswith("optimizer.") for k in a) and "rng.cpu" in a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert meta_a["epoch"] == meta_b["epoch"] == 4 and meta_a["step"] == meta_b["step"]
+    ha, hb = read_metrics(tmp_path / "a" / "metrics.jsonl"), \
+        read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [r["train_elbo"] for r in ha] == [r["train_elbo"] for r in hb]
+    assert [r["epoch"] for r in hb] == [1, 2, 3, 4]
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_npz, tmp_path,
+                                                                      monkeypatch):
+    good = _tiny_trainer(tiny_npz, tmp_path / "good", 2)
+    good.fit()
+    calls = {"n": 0}
+    steps_per_epoch = -(-len(load_array_file(tiny_npz).train) // 32)
+
+    def poisoned(model, x, num_samples=1):
+        calls["n"] += 1
+        losses = estimators.elbo_reparameterized(model, x, num_samples)
+        if calls["n"] > 2 * steps_per_epoch:         # epoch 3 goes bad
+            bad = losses.model_loss * float("nan")
+            return Losses(losses.bound * float("nan"), bad, bad)
+        return losses
+
+    monkeypatch.setitem(estimators.ESTIMATORS, "poisoned", poisoned)
+    t = _tiny_trainer(tiny_npz, tmp_path / "bad", 5, objective="poisoned")
+    with pytest.raises(TrainingDivergedError, match="epoch 3.*last good checkpoint \\(epoch 2\\)"):
+        t.fit()
+    kept, meta = load_tensors(tmp_path / "bad" / LAST)
+    ref, _ = load_tensors(tmp_path / "good" / LAST)
+    assert meta["epoch"] == 2
+    for k in ref:
+        assert torch.equal(kept[k], ref[k]), k
+    assert len(read_metrics(tmp_path / "bad" / "metrics.jsonl")) == 2
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tiny_npz, tmp_path,
+                                                                 monkeypatch):
+    def ascent(model, x, num_samples=1):     # minimises the ELBO: validation gets worse
+        losses = estimators.elbo_reparameterized(model, x, num_samples)
+        return Losses(losses.bound, -losses.model_loss, -losses.model_loss)
+
+    monkeypatch.setitem(estimators.ESTIMATORS, "ascent", ascent)
+    result = _tiny_trainer(tiny_npz, tmp_path / "r", 50, objective="ascent", patience=2,
+                           lr=1e-2).fit()
+    assert result.epochs == 3 and result.best_epoch == 1
+    assert "early stopping" in result.stopped
+
+
+def test_iwae_learning_rate_schedule():
+    cfg = load_config("iwae-paper-1layer").train
+    assert schedule_length(cfg) == 3280
+    lrs = [lr_at_epoch(cfg, e) for e in range(3280)]
+    stage_lengths = [sum(1 for v in lrs if v == pytest.approx(1e-3 * 10 ** (-i / 7)))
+                     for i in range(8)]
+    assert stage_lengths == [3 ** i for i in range(8)]
+    assert lrs[0] == 1e-3 and lrs[-1] == pytest.approx(1e-4)
+    assert lr_at_epoch(TrainConfig(lr=3e-4), 99) == 3e-4
+
+
+def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.safetensors"
+    save_tensors(path, {"w": torch.ones(3)}, {"epoch": 1})
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt    # the process is stopped just before the rename
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_tensors(path, {"w": torch.zeros(3)}, {"epoch": 2})
+    monkeypatch.undo()
+    tensors, meta = load_tensors(path)
+    assert torch.equal(tensors["w"], torch.ones(3)) and meta == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+    atomic_write(tmp_path / "t.txt", "x")
+    assert (tmp_path / "t.txt").read_text() == "x"
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "best.safetensors"
+    save_tensors(path, {"w": torch.ones(1000)})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_tensors(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_tensors(tmp_path / "nope.safetensors")
