@@ -2,13 +2,15 @@
 
 Log-likelihoods and bounds are in nats per example throughout.
 
-Quick start::
+Quick start (see README.md)::
 
     import vaekit
     data = vaekit.load_dataset("mnist-5k")
     model = vaekit.VAE(data.dim, latent_dim=16)
+    model.init_decoder_bias(data.train.mean(0))
     vaekit.train(model, data, vaekit.TrainConfig(epochs=20))
-    print(vaekit.log_likelihood(model, data.test.bernoulli(), 1000).mean())   # nats
+    x_test = vaekit.eval_split(data, "test", "dynamic")
+    print(vaekit.evaluate(model, x_test, num_samples=1000)["log_likelihood"])   # nats
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
-from .data import Dataset, binarize, load_dataset  # noqa: E402
+from .data import Dataset, binarize, eval_split, load_dataset  # noqa: E402
 from .errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
@@ -51,7 +53,7 @@ __all__ = [
     "CheckpointError", "Config", "ConfigError", "DataConfig", "DataError", "Dataset",
     "ESTIMATORS", "Losses", "MODELS", "ModelConfig", "TrainConfig", "TrainResult", "Trainer",
     "TrainingDivergedError", "VAE", "VaekitError", "active_units", "binarize", "build_model",
-    "elbo", "elbo_terms", "evaluate", "evaluate_run", "iwae_bound", "load_config",
+    "elbo", "elbo_terms", "eval_split", "evaluate", "evaluate_run", "iwae_bound", "load_config",
     "load_dataset", "load_run", "log_likelihood", "log_mean_exp", "log_weights",
     "register_estimator", "train", "train_run",
 ]

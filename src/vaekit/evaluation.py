@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .distributions import analytic_kl
 
-DEFAULT_MAX_ROWS = 16384   # decoder rows (chunk x batch) evaluated at once: bounds memory
+DEFAULT_MAX_ROWS = 2048   # decoder rows (chunk x batch) at once: bounds memory, stays in cache
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
