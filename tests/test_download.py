@@ -96,3 +96,10 @@ def test_binarized_mnist_is_downloaded_into_the_cache_when_absent(server, tmp_pa
     with pytest.raises(ChecksumError):
         data.load_binarized_mnist()
     assert not (cache / "binarized_mnist_test.amat").exists()
+
+
+def test_an_unreachable_server_names_the_alternatives(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "BINARIZED_MNIST_URL", "http://127.0.0.1:9/binarized_mnist_{split}.amat")
+    with pytest.raises(DataError, match="not in .*could not download.*--data-dir or "
+                                        r"\$VAEKIT_DATA_DIR"):
+        data.load_binarized_mnist(tmp_path)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .download import cache_dir, download
-from .errors import ConfigError, DataError, DataNotFoundError
+from .errors import ChecksumError, ConfigError, DataError, DataNotFoundError
 
 SPLIT_SEED = 0          # the permutation that splits mnist-5k and users' single arrays
 EVAL_BINARIZATION_SEED = 0  # validation/test sets of grey-level data are binarized once
@@ -308,7 +308,14 @@ def load_binarized_mnist(data_dir: str | os.PathLike | None = None,
         for s in _SPLITS:
             p = target / f"binarized_mnist_{s}.amat"
             if not p.is_file():
-                download(BINARIZED_MNIST_URL.format(split=s), p, BINARIZED_MNIST_SHA256[s])
+                try:
+                    download(BINARIZED_MNIST_URL.format(split=s), p, BINARIZED_MNIST_SHA256[s])
+                except ChecksumError:
+                    raise
+                except DataError as e:
+                    raise DataError(f"binarized MNIST is not in {where} and {e}, or put "
+                                    "binarized_mnist.npz in --data-dir or $VAEKIT_DATA_DIR") \
+                        from None
         arrays, source = {s: read_amat(target / f"binarized_mnist_{s}.amat")
                           for s in _SPLITS}, target
     _check_binarized_mnist(arrays, source)
