@@ -19,7 +19,8 @@ from .distributions import analytic_kl
 DEFAULT_MAX_ROWS = 2048   # decoder rows (chunk x batch) at once: bounds memory, stays in cache
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (the CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -101,7 +102,7 @@ def evaluate_terms(model, x: torch.Tensor, num_samples: int = 5000, *,
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     was_training = model.training
     model.eval()
-    device = _model_device(model)
+    device = model_device(model)
     n = x.shape[0]
     b, c = _batch_and_chunk(n, num_samples, max_rows, batch_size)
     parts: dict[str, list[torch.Tensor]] = {}
@@ -120,7 +121,7 @@ def evaluate_terms(model, x: torch.Tensor, num_samples: int = 5000, *,
 @torch.no_grad()
 def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """E_q[z|x] for each row of ``x: (N, D)``: ``(N, latent_dim)`` on the CPU."""
-    device = _model_device(model)
+    device = model_device(model)
     return torch.cat([model.encoder(x[i:i + batch_size].to(device)).mean.cpu()
                       for i in range(0, x.shape[0], batch_size)])
 

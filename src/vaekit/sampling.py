@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from .evaluation import _model_device, posterior_means
+from .evaluation import model_device, posterior_means
 
 
 @torch.no_grad()
 def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
     """E[x|z] for ``num`` draws z ~ p(z): ``(num, D)``. ``seed`` makes the draw repeatable
     without touching the global random state."""
-    device = _model_device(model)
+    device = model_device(model)
     prior = model.prior()
     g = torch.Generator(device=device)
     if seed is not None:
@@ -28,7 +28,7 @@ def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
 @torch.no_grad()
 def reconstructions(model, x: torch.Tensor) -> torch.Tensor:
     """E[x|z] at z = E_q[z|x] for ``x: (N, D)``: ``(N, D)``."""
-    device = _model_device(model)
+    device = model_device(model)
     return model.decoder_mean(posterior_means(model, x).to(device)).cpu()
 
 
@@ -40,7 +40,7 @@ def interpolations(model, x_from: torch.Tensor, x_to: torch.Tensor,
     ``x_from, x_to: (P, D)`` -> ``(P, steps, D)``; the first and last columns decode the two
     endpoints' posterior means.
     """
-    device = _model_device(model)
+    device = model_device(model)
     za = posterior_means(model, x_from).to(device)
     zb = posterior_means(model, x_to).to(device)
     t = torch.linspace(0, 1, steps, device=device).view(1, steps, 1)
@@ -62,7 +62,7 @@ def latent_grid(model, n: int = 20, edge: float = 0.05) -> tuple[torch.Tensor, t
     """
     if model.latent_dim != 2:
         raise ValueError(f"a latent grid needs latent_dim 2, got {model.latent_dim}")
-    device = _model_device(model)
+    device = model_device(model)
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(edge, 1 - edge, n))
     z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)

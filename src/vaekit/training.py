@@ -28,9 +28,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .errors import CheckpointError, TrainingDivergedError
+from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .estimators import Losses, get_estimator
-from .io import load_tensors, save_tensors
+from .io import atomic_write, load_tensors, save_tensors
 from .objectives import elbo
 
 BEST = "best.safetensors"
@@ -44,7 +44,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
         raise ConfigError(f"device {name!r} was asked for but CUDA is not available; "
                           "use --device auto or cpu")
     return device
@@ -242,7 +241,6 @@ class Trainer:
     def _rewrite_metrics(self, history: list[dict]) -> None:
         if self.run_dir is None:
             return
-        from .io import atomic_write
         atomic_write(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
     def _append_metrics(self, record: dict) -> None:
