@@ -13,12 +13,14 @@ import math
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from . import __version__
 from .config import SECTIONS, Config, field_types, load_config, set_field
 from .errors import ConfigError, VaekitError
+from .io import read_json
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -104,9 +106,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The configuration: ``--config`` (or the run's, with ``--resume``) plus overrides."""
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     if args.resume:
-        from pathlib import Path
-
-        from .io import read_json
         from .runs import CONFIG
         cfg_path = Path(args.resume) / CONFIG
         if not cfg_path.is_file():
