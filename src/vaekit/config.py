@@ -62,6 +62,14 @@ class TrainConfig:
     objective: str = _f("elbo", "training objective / estimator (see vaekit.estimators)")
     num_samples: int = _f(1, "z samples per x in the training objective (k)")
     kl: str = _f("analytic", "ELBO's KL term: analytic (closed form) | mc (Monte Carlo)")
+    beta: float = _f(1.0, "elbo: weight of the KL term (beta-VAE; the reported bound uses 1)")
+    kl_warmup_epochs: float = _f(0.0, "elbo: raise the KL weight linearly from 0 to beta over "
+                                      "this many epochs (0: off)")
+    num_groups: int = _f(1, "miwae/piwae: M groups of num_samples draws")
+    ciwae_beta: float = _f(0.5, "ciwae: weight of the ELBO in beta*ELBO + (1-beta)*IWAE")
+    baseline: str = _f("nvil", "elbo-sf control variate: none | moving-average | nvil")
+    baseline_decay: float = _f(0.8, "elbo-sf: decay of the running averages of the signal")
+    rws_wake_weight: float = _f(0.5, "rws/rws-dreg: weight of wake-phi (1 - it: sleep-phi)")
     epochs: int = _f(60, "maximum number of passes over the training set")
     batch_size: int = _f(100, "examples per gradient step")
     lr: float = _f(1e-3, "Adam learning rate (the initial one for a decaying schedule)")
@@ -76,6 +84,10 @@ class TrainConfig:
     patience: int = _f(0, "early stopping: epochs without a better validation ELBO (0: off)")
     seed: int = _f(0, "random seed: the same seed gives the same run")
     eval_num_samples: int = _f(5000, "k of the importance-weighted test log-likelihood")
+    monitor_every: int = _f(0, "every this many epochs (and after the first) record L_k on the "
+                               "test set in metrics.jsonl (0: off)")
+    monitor_num_samples: int = _f(1000, "k of the monitored bound L_k")
+    monitor_examples: int = _f(1000, "test examples used by the monitor")
     device: str = _f("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
 
 
@@ -123,7 +135,7 @@ class Config:
         Raises:
             ConfigError: naming the field, the bad value and what is allowed.
         """
-        from .estimators import ESTIMATORS
+        from .estimators import BASELINES, ESTIMATORS
         from .models import MODELS
         from .nn import ACTIVATIONS
 
@@ -134,6 +146,7 @@ class Config:
         _choice("likelihood", m.likelihood, LIKELIHOODS)
         _choice("objective", t.objective, ESTIMATORS)
         _choice("kl", t.kl, KL_ESTIMATES)
+        _choice("baseline", t.baseline, BASELINES)
         _choice("lr_schedule", t.lr_schedule, LR_SCHEDULES)
         for name in ("latent_dim",):
             _positive(name, getattr(m, name))
@@ -141,8 +154,16 @@ class Config:
             raise ConfigError(
                 f"hidden_sizes must be one or more positive widths, got {m.hidden_sizes}")
         for name in ("num_samples", "epochs", "batch_size", "schedule_stages",
-                     "eval_num_samples"):
+                     "eval_num_samples", "num_groups", "monitor_num_samples",
+                     "monitor_examples"):
             _positive(name, getattr(t, name))
+        for name in ("patience", "monitor_every"):
+            if getattr(t, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 turns it off), got {getattr(t, name)}")
+        if not (math.isfinite(t.kl_warmup_epochs) and t.kl_warmup_epochs >= 0):
+            raise ConfigError(f"kl_warmup_epochs must be >= 0, got {t.kl_warmup_epochs}")
+        from .estimators import get_estimator
+        get_estimator(t, data_dim=1)           # each estimator checks its own options
         for name, value in (("decoder_std", m.decoder_std), ("lr", t.lr),
                             ("lr_final", t.lr_final), ("adam_eps", t.adam_eps)):
             if not (math.isfinite(value) and value > 0):
@@ -151,9 +172,6 @@ class Config:
             v = getattr(t, name)
             if not 0 <= v < 1:
                 raise ConfigError(f"{name} must lie in [0, 1), got {v}")
-        if t.patience < 0:
-            raise ConfigError(f"patience must be >= 0 (0 turns early stopping off), "
-                              f"got {t.patience}")
         if not (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {t.device!r}")
         return self

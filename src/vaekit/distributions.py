@@ -8,7 +8,7 @@ device on every call in the training loop. Data are validated once, when loaded
 from __future__ import annotations
 
 import torch
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, MultivariateNormal, Normal
 from torch.distributions import kl_divergence as _kl
 
 
@@ -57,3 +57,25 @@ def kl_divergence(q: Distribution, p: Distribution, z: torch.Tensor | None = Non
     if z is None:
         raise ValueError("a Monte Carlo KL estimate needs samples z from q")
     return (q.log_prob(z) - p.log_prob(z)).mean(0)
+
+
+def stop_gradient(d: Distribution) -> Distribution:
+    """A copy of ``d`` whose parameters are detached: ``log_prob`` of it is differentiable in
+    its argument but not in the parameters (the "stop-gradient" q of STL and DReG).
+
+    Supports Normal, Bernoulli, MultivariateNormal and Independent wrappers of them.
+
+    Raises:
+        TypeError: another distribution type.
+    """
+    if isinstance(d, Independent):
+        return Independent(stop_gradient(d.base_dist), d.reinterpreted_batch_ndims,
+                           validate_args=False)
+    if isinstance(d, Normal):
+        return Normal(d.loc.detach(), d.scale.detach(), validate_args=False)
+    if isinstance(d, Bernoulli):
+        return Bernoulli(logits=d.logits.detach(), validate_args=False)
+    if isinstance(d, MultivariateNormal):
+        return MultivariateNormal(d.loc.detach(), scale_tril=d.scale_tril.detach(),
+                                  validate_args=False)
+    raise TypeError(f"stop_gradient does not know {type(d).__name__}")

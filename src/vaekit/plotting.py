@@ -98,16 +98,17 @@ def plot_latent(mu, labels=None, title: str = "test set posterior means E_q[z|x]
 
 
 def plot_curves(history: Sequence[dict]) -> Figure:
-    """Training and validation ELBO (nats) per epoch from ``metrics.jsonl`` records."""
+    """Training bound and validation ELBO (nats) per epoch from ``metrics.jsonl`` records."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in history]
-    for key, label in (("train_elbo", "train ELBO"), ("valid_elbo", "validation ELBO")):
-        ax.plot(epochs, [r[key] for r in history], label=label)
+    train = [r.get("train_bound", r.get("train_elbo")) for r in history]
+    valid = [r["valid_elbo"] for r in history]
+    ax.plot(epochs, train, label="training objective's bound")
+    ax.plot(epochs, valid, label="validation ELBO")
     if epochs and max(epochs) > 100:
         ax.set_xscale("log")
-    vals = [r[k] for r in history for k in ("train_elbo", "valid_elbo")
-            if math.isfinite(r[k])]
+    vals = [v for v in train + valid if v is not None and math.isfinite(v)]
     if vals:   # the first epochs can be far below the rest: show the informative range
         lo, hi = np.percentile(vals, 5), max(vals)
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo) + 1e-6)

@@ -114,10 +114,12 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
     model.init_decoder_bias(dataset.train.mean(0))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, config.to_dict())
-    trainer = Trainer(model, config.train, dataset.train, eval_split(dataset, "valid",
-                                                                      binarization),
+    monitor_x = (eval_split(dataset, "test", binarization)[:config.train.monitor_examples]
+                 if config.train.monitor_every else None)
+    trainer = Trainer(model, config.train, dataset.train,
+                      eval_split(dataset, "valid", binarization),
                       dynamic_binarization=binarization == "dynamic", run_dir=run_dir,
-                      progress=progress, log=log)
+                      progress=progress, log=log, monitor_x=monitor_x)
     log(f"training {config.model.model} on {dataset.name} ({dataset.train.shape[0]} examples, "
         f"binarization {binarization}) on {trainer.device}; run directory {run_dir}")
     result: TrainResult = trainer.fit(resume=resume)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .estimators import Losses, get_estimator
+from .evaluation import log_likelihood
 from .io import atomic_write, load_tensors, save_tensors
 from .objectives import elbo
 
@@ -76,11 +77,13 @@ def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
     return config.lr * (config.lr_final / config.lr) ** (stage / (stages - 1))
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Adam:
-    """Adam over all parameters (one group: one fused kernel call per step when possible)."""
+def make_optimizer(model: torch.nn.Module, config: TrainConfig,
+                   extra: list[torch.nn.Parameter] = ()) -> torch.optim.Adam:
+    """Adam over all parameters of ``model`` and ``extra`` (an estimator's own), in one group:
+    one fused kernel call per step when possible."""
     kwargs = dict(lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                   eps=config.adam_eps)
-    params = list(model.parameters())
+    params = [*model.parameters(), *extra]
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):   # a device or dtype without fused Adam
@@ -136,12 +139,15 @@ class Trainer:
         run_dir: where checkpoints and logs go; ``None`` keeps everything in memory.
         progress: show a progress bar (on a terminal) or a line per epoch (otherwise).
         log: where one-line messages go.
+        monitor_x: ``(M, D)`` data on which L_k (k = ``monitor_num_samples``) is recorded
+            every ``monitor_every`` epochs (the test set's first examples, in ``vaekit train``).
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_x: torch.Tensor,
                  valid_x: torch.Tensor, *, dynamic_binarization: bool = False,
                  run_dir: str | os.PathLike | None = None, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 monitor_x: torch.Tensor | None = None) -> None:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -151,10 +157,12 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.estimator = get_estimator(config)
-        self.optimizer = make_optimizer(self.model, config)
+        self.estimator = get_estimator(config, data_dim=self.train_x.shape[1]).to(self.device)
+        own = list(self.estimator.parameters())       # e.g. a learned baseline: trained with phi
+        self.optimizer = make_optimizer(self.model, config, own)
         self._theta = list(model.generative_parameters())
-        self._phi = list(model.inference_parameters())
+        self._phi = [*model.inference_parameters(), *own]
+        self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, torch.float32)
         self.best_state: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ one step
@@ -174,6 +182,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"estimator.{k}": v for k, v in self.estimator.state_dict().items()})
         opt = self.optimizer.state_dict()
         scalars = {}
         for pid, st in opt["state"].items():
@@ -205,6 +214,8 @@ class Trainer:
         try:
             self.model.load_state_dict(
                 {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.estimator.load_state_dict(
+                {k[10:]: v for k, v in tensors.items() if k.startswith("estimator.")})
             state: dict = {}
             for k, v in tensors.items():
                 if k.startswith("optimizer."):
@@ -277,6 +288,7 @@ class Trainer:
                    disable=None if self.progress else True, unit="step", dynamic_ncols=True,
                    leave=False)
         show_lines = self.progress and bar.disable
+        warmup = cfg.kl_warmup_epochs if hasattr(self.estimator, "beta") else 0.0
         last_line = -math.inf
         self.model.train()
         session_start = time.perf_counter() - result.seconds
@@ -292,6 +304,8 @@ class Trainer:
                 perm = torch.randperm(n, device=self.device)
                 running = torch.zeros((), device=self.device, dtype=torch.float64)
                 for i in range(0, n, b):
+                    if warmup:
+                        self.estimator.beta = cfg.beta * min(1.0, (epoch + i / n) / warmup)
                     x = self.train_x[perm[i:i + b]]
                     if self.dynamic_binarization:
                         x = torch.bernoulli(x)
@@ -306,10 +320,10 @@ class Trainer:
                         if step % 200 == 0:
                             seen = i + x.shape[0]
                             bar.set_postfix(elbo=f"{float(running) / seen:.2f}", refresh=False)
-                train_elbo = float(running) / n
-                if not math.isfinite(train_elbo):
+                train_bound = float(running) / n
+                if not math.isfinite(train_bound):
                     raise TrainingDivergedError(
-                        f"the training loss became {train_elbo} in epoch {epoch + 1}; the "
+                        f"the training loss became {train_bound} in epoch {epoch + 1}; the "
                         f"last good checkpoint (epoch {result.epochs}) is kept"
                         f"{' in ' + str(self.run_dir) if self.run_dir else ''}: lower --lr "
                         "and train again, or resume from it")
@@ -322,20 +336,27 @@ class Trainer:
                     self._save_best(result)
                 else:
                     bad_epochs += 1
-                record = {"epoch": epoch + 1, "step": step, "lr": lr,
-                          "train_elbo": train_elbo, "valid_elbo": valid,
+                record = {"epoch": epoch + 1, "step": step, "examples": (epoch + 1) * n,
+                          "lr": lr, "train_bound": train_bound, "valid_elbo": valid,
                           "epoch_seconds": round(time.perf_counter() - epoch_start, 4),
                           "seconds": round(result.seconds, 3)}
+                if self._monitor_due(epoch + 1, total_epochs):
+                    record["monitor_log_likelihood"] = float(log_likelihood(
+                        self.model, self.monitor_x, cfg.monitor_num_samples).mean())
+                    record["monitor_num_samples"] = cfg.monitor_num_samples
                 result.history.append(record)
                 self.save_checkpoint(result, bad_epochs, step)
                 self._append_metrics(record)
                 if writer is not None:
-                    writer.add_scalar("elbo/train", train_elbo, epoch + 1)
+                    writer.add_scalar("bound/train", train_bound, epoch + 1)
                     writer.add_scalar("elbo/valid", valid, epoch + 1)
                     writer.add_scalar("lr", lr, epoch + 1)
+                    if "monitor_log_likelihood" in record:
+                        writer.add_scalar(f"monitor/L_{cfg.monitor_num_samples}",
+                                          record["monitor_log_likelihood"], epoch + 1)
                 if show_lines and time.perf_counter() - last_line > 10:
                     last_line = time.perf_counter()
-                    self.log(f"epoch {epoch + 1}/{total_epochs}  train ELBO {train_elbo:.3f}  "
+                    self.log(f"epoch {epoch + 1}/{total_epochs}  train bound {train_bound:.3f}  "
                              f"valid ELBO {valid:.3f} nats  lr {lr:.2e}  "
                              f"({result.seconds:.0f} s)")
                 if cfg.patience and bad_epochs >= cfg.patience:
@@ -349,6 +370,11 @@ class Trainer:
         if restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return result
+
+    def _monitor_due(self, epoch: int, total: int) -> bool:
+        every = self.config.monitor_every
+        return bool(every) and self.monitor_x is not None and (
+            epoch == 1 or epoch % every == 0 or epoch == total)
 
     def _tensorboard(self, purge_step: int | None):
         if self.run_dir is None:

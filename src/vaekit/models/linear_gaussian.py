@@ -92,6 +92,24 @@ class LinearGaussian(LatentVariableModel):
         """Exact log p(x) in nats, ``x: (B, D)`` -> ``(B,)``."""
         return self.marginal().log_prob(x)
 
+    def closed_form_elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """The ELBO of q(z|x) = N(m, S) in closed form, ``(B,)`` nats, differentiable:
+
+            E_q log p(x|z) = -D/2 log(2 pi sigma^2) - (|x - W m - b|^2 + tr(W S W^T)) / (2 sigma^2)
+            KL(q || p(z))  = (tr S + m^T m - L - log det S) / 2.
+        """
+        q = self.encoder(x)
+        mean, cov = q.mean, q.covariance_matrix if self.posterior == "full" else torch.diag_embed(
+            q.variance)
+        s2 = self.log_sigma.exp() ** 2
+        resid = x - mean @ self.W.T - self.b
+        tr_wsw = torch.einsum("ij,...jk,ik->...", self.W, cov, self.W)
+        rec = (-0.5 * self.data_dim * torch.log(2 * math.pi * s2)
+               - ((resid ** 2).sum(-1) + tr_wsw) / (2 * s2))
+        kl = 0.5 * (torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) + (mean ** 2).sum(-1)
+                    - self.latent_dim - torch.logdet(cov))
+        return rec - kl
+
     def exact_posterior(self, x: torch.Tensor) -> MultivariateNormal:
         """p(z|x) = N(M^{-1} W^T (x - b) / sigma^2, M^{-1}), M = I + W^T W / sigma^2."""
         A, c, cov = self._posterior_map()
