@@ -172,3 +172,46 @@ def test_console_script_and_module_entry_points():
     r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--help"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "--latent-dim" in r.stdout and "--resume" in r.stdout
+
+
+def test_gradients_study_writes_table_and_figure(trained, capsys):
+    out, _ = trained
+    code, stdout, err = run(capsys, "gradients", out, "--estimators", "elbo,vimco,iwae-dreg",
+                            "--num-samples", "1,3", "--draws", "5", "--batch-size", "8")
+    assert code == 0, err
+    rows = json.loads((out / "gradients.json").read_text())
+    assert (out / "gradients.png").is_file()
+    skipped = [r for r in rows if "skipped" in r]
+    assert [(r["estimator"], r["num_samples"]) for r in skipped] == [("vimco", 1)]
+    measured = [r for r in rows if "skipped" not in r]
+    assert {(r["estimator"], r["num_samples"], r["group"]) for r in measured} == {
+        (e, k, g) for e, k in [("elbo", 1), ("elbo", 3), ("vimco", 3), ("iwae-dreg", 1),
+                               ("iwae-dreg", 3)] for g in ("model", "inference")}
+    assert all(r["variance"] > 0 and r["snr_mean"] > 0 and r["draws"] == 5 for r in measured)
+    assert "SNR mean" in stdout and "skipped" in stdout
+    code, _, err = run(capsys, "gradients", out, "--estimators", "elbo,bogus")
+    assert "unknown bogus" in _one_line_error(code, err)
+    code, _, err = run(capsys, "gradients", out, "--num-samples", "1,x")
+    assert "comma-separated integers" in _one_line_error(code, err)
+
+
+def test_compare_runs_table_and_figures(trained, tiny_npz, tmp_path, capsys):
+    first, _ = trained
+    second = tmp_path / "ws"
+    code, _, err = run(capsys, "train", "--data", tiny_npz, "--out", second, *TINY,
+                       "--objective", "wake-sleep", "--monitor-every", "1",
+                       "--monitor-num-samples", "10", "--monitor-examples", "20")
+    assert code == 0, err
+    history = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()]
+    assert [r["monitor_num_samples"] for r in history] == [10, 10]
+    assert all(r["monitor_log_likelihood"] < 0 for r in history)
+    out = tmp_path / "cmp"
+    code, stdout, err = run(capsys, "compare", first, second, "--num-samples", "20",
+                            "--out", out)
+    assert code == 0, err
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["objective"] for r in rows] == ["elbo", "wake-sleep"]
+    assert all(r["eval_num_samples"] == 20 and r["test_log_likelihood"] < 0 for r in rows)
+    assert rows[1]["monitor"] and not rows[0]["monitor"]
+    assert (out / "compare.png").is_file() and (out / "compare_latent.png").is_file()
+    assert "wake-sleep" in stdout and "test log-lik." in stdout

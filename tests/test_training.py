@@ -161,3 +161,14 @@ def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
         load_tensors(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_tensors(tmp_path / "nope.safetensors")
+
+
+def test_kl_warmup_raises_beta_linearly(tiny_npz, tmp_path):
+    t = _tiny_trainer(tiny_npz, None, 1, kl_warmup_epochs=2.0, beta=0.8)
+    t.fit()
+    n = len(load_array_file(tiny_npz).train)
+    last_start = (n - 1) // 32 * 32          # the last batch of epoch 1 starts here
+    assert t.estimator.beta == pytest.approx(0.8 * (last_start / n) / 2)
+    t = _tiny_trainer(tiny_npz, None, 3, kl_warmup_epochs=2.0, beta=0.8)
+    t.fit()
+    assert t.estimator.beta == pytest.approx(0.8)

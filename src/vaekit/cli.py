@@ -87,6 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     _add_common(e)
 
+    g = sub.add_parser("gradients", help="variance and SNR of gradient estimators at a run's "
+                                          "checkpoint",
+                       description="Draw many independent gradient estimates on one mini-batch "
+                                   "and report, per parameter group, their variance and "
+                                   "signal-to-noise ratio, with the cost of one estimate.")
+    g.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
+    g.add_argument("--estimators", default="elbo,elbo-sf,elbo-stl,iwae,iwae-dreg",
+                   help="comma-separated objectives (see vaekit train --objective)")
+    g.add_argument("--num-samples", default="1,5,50", metavar="K,K,...",
+                   help="values of K to study")
+    g.add_argument("--draws", type=int, default=100, help="gradient estimates per estimator")
+    g.add_argument("--batch-size", type=int, default=20,
+                   help="the mini-batch: the first N training examples")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    g.add_argument("--out", metavar="DIR", help="where gradients.json/png go (default: RUN)")
+    g.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
+    g.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    _add_common(g)
+
+    c = sub.add_parser("compare", help="a table and learning curves of several runs",
+                       description="Test ELBO, test log-likelihood, active units and wall time "
+                                   "of each run, and the monitored test bound over training.")
+    c.add_argument("runs", metavar="RUN", nargs="+", help="run directories")
+    c.add_argument("--out", metavar="DIR", default="runs/compare",
+                   help="where compare.json and the figures go (default runs/compare)")
+    c.add_argument("--num-samples", type=int, default=5000, metavar="K",
+                   help="k of the test log-likelihood (eval.json is reused when it matches)")
+    c.add_argument("--data-dir", metavar="DIR", help="where the datasets are now, if moved")
+    _add_common(c)
+
     s = sub.add_parser("sample", help="draw samples, reconstructions and other figures of a run")
     s.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
     s.add_argument("--checkpoint", choices=("best", "last"), default="best")
@@ -197,6 +228,90 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{name} must be positive integers, got {text!r}")
+    return values
+
+
+def _cmd_gradients(args) -> int:
+    from . import plotting
+    from .data import binarize_fixed
+    from .estimators import ESTIMATORS
+    from .gradients import gradient_study
+    from .io import load_tensors, write_json
+    from .runs import load_run
+    from .training import LAST
+
+    names = [n.strip() for n in args.estimators.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ESTIMATORS]
+    if unknown or not names:
+        raise ConfigError(f"--estimators: unknown {', '.join(unknown) or '(none given)'}; "
+                          f"known: {', '.join(ESTIMATORS)}")
+    ks = _int_list(args.num_samples, "--num-samples")
+    if args.draws < 2 or args.batch_size < 1:
+        raise ConfigError("--draws must be >= 2 and --batch-size >= 1")
+    run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
+                   device=args.device)
+    device = next(run.model.parameters()).device
+    x = run.dataset.train[:args.batch_size]
+    x = (binarize_fixed(x) if run.binarization == "dynamic" else x).to(device)
+    state = None
+    if (run.path / LAST).is_file():
+        tensors, _ = load_tensors(run.path / LAST)
+        state = {k[10:]: v for k, v in tensors.items() if k.startswith("estimator.")}
+    rows = gradient_study(run.model, run.config.train, x, names, ks, args.draws, args.seed,
+                          estimator_state=state)
+    out = Path(args.out) if args.out else run.path
+    write_json(out / "gradients.json", rows)
+    plotting.save_figure(plotting.plot_gradient_study(rows), out / "gradients.png")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"gradient estimates at {run.path} ({args.checkpoint}), batch of {x.shape[0]}, "
+          f"{args.draws} draws each; theta = generative, phi = inference")
+    print(f"  {'estimator':<12} {'K':>4}  {'group':<6} {'variance':>11} {'SNR mean':>9} "
+          f"{'SNR median':>10} {'ms/estimate':>11}")
+    for r in rows:
+        if "skipped" in r:
+            print(f"  {r['estimator']:<12} {r['num_samples']:>4}  skipped: {r['skipped']}")
+            continue
+        group = "theta" if r["group"] == "model" else "phi"
+        print(f"  {r['estimator']:<12} {r['num_samples']:>4}  {group:<6} {r['variance']:>11.4g} "
+              f"{r['snr_mean']:>9.3f} {r['snr_median']:>10.3f} {1e3 * r['seconds']:>11.2f}")
+    print(f"wrote {out / 'gradients.json'} and {out / 'gradients.png'}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .compare import compare_runs
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    rows, figures = compare_runs(args.runs, args.out, args.num_samples, args.data_dir,
+                                 progress=not args.no_progress and not args.json)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    k = args.num_samples
+    print(f"test set, nats per example (mean ± s.e.); log-likelihood with k={k}")
+    head = (f"  {'run':<28} {'objective':<11} {'K':>4} {'epochs':>6} {'time':>8}  "
+            f"{'test ELBO':>16}  {'test log-lik.':>16}  {'AU':>5}")
+    print(head)
+    for r in rows:
+        print(f"  {r['name'][:28]:<28} {r['objective']:<11} {r['num_samples']:>4} "
+              f"{r['epochs']:>6} {r['train_seconds']:>7.0f}s  "
+              f"{_fmt(r['test_elbo'], r['test_elbo_se']):>16}  "
+              f"{_fmt(r['test_log_likelihood'], r['test_log_likelihood_se']):>16}  "
+              f"{r['active_units']:>2}/{r['latent_dim']:<2}")
+    print(f"wrote {Path(args.out) / 'compare.json'}"
+          + "".join(f", {p}" for p in figures))
+    return 0
+
+
 def _warning(message, category, filename, lineno, line=None) -> str:
     return f"vaekit: warning: {message}\n"
 
@@ -225,8 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.threads < 1:
                 raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
             torch.set_num_threads(args.threads)
-        return {"train": _cmd_train, "evaluate": _cmd_evaluate,
-                "sample": _cmd_sample}[args.command](args)
+        return {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
+                "gradients": _cmd_gradients, "compare": _cmd_compare}[args.command](args)
     except VaekitError as e:
         print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -110,3 +110,51 @@ def gradient_statistics(model, estimator: Estimator, x: torch.Tensor,
     return {name: GradientStats(name, mean.cpu(), (m2 / (num_draws - 1)).cpu(), num_draws,
                                 elapsed / num_draws)
             for name, (mean, m2) in sums.items()}
+
+
+def gradient_study(model, train_config, x: torch.Tensor, estimators: list[str],
+                   num_samples: list[int], num_draws: int = 100, seed: int = 0,
+                   estimator_state: dict | None = None,
+                   log=None) -> list[dict]:
+    """Variance and SNR of each estimator (and each K) at the model's current parameters.
+
+    Args:
+        model: the model, on its device.
+        train_config: the run's :class:`~vaekit.config.TrainConfig`; each estimator is built
+            from it with ``objective`` and ``num_samples`` replaced.
+        x: ``(B, D)`` the mini-batch, on the model's device.
+        estimator_state: state of the run's own estimator (e.g. a trained NVIL baseline),
+            loaded when the estimator of that name is studied.
+    Returns:
+        One row per (estimator, K, group) with :meth:`GradientStats.summary`'s fields; a
+        combination that an estimator refuses (e.g. vimco with K = 1) gives one row with
+        ``skipped`` and the reason.
+
+    Each estimator first runs 10 unmeasured draws so that running-average baselines settle;
+    a learned baseline network other than the run's own is untrained (zero).
+    """
+    import dataclasses
+
+    from .errors import ConfigError
+    from .estimators import get_estimator
+
+    rows = []
+    device = x.device
+    for name in estimators:
+        for k in num_samples:
+            cfg = dataclasses.replace(train_config, objective=name, num_samples=k)
+            try:
+                est = get_estimator(cfg, data_dim=x.shape[1]).to(device)
+            except ConfigError as e:
+                rows.append({"estimator": name, "num_samples": k, "skipped": str(e)})
+                continue
+            if estimator_state and name == train_config.objective:
+                est.load_state_dict(estimator_state)
+            torch.manual_seed(seed)
+            for _ in range(10):
+                est(model, x)
+            for s in gradient_statistics(model, est, x, num_draws).values():
+                rows.append({"estimator": name, "num_samples": k, **s.summary()})
+            if log:
+                log(f"  {name} K={k}: done")
+    return rows

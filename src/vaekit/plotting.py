@@ -120,6 +120,73 @@ def plot_curves(history: Sequence[dict]) -> Figure:
     return fig
 
 
+def plot_monitor_curves(rows: Sequence[dict]) -> Figure:
+    """The monitored bound L_k on the test set against training examples processed, one
+    line per run (rows from :func:`vaekit.compare.run_summary`)."""
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.add_subplot()
+    for r in rows:
+        if r["monitor"]:
+            ex, ll = zip(*r["monitor"], strict=True)
+            ax.plot(ex, ll, marker="o", ms=3, label=f"{r['name']} ({r['objective']}, "
+                                                   f"K={r['num_samples']})")
+    k = next((r["monitor_num_samples"] for r in rows if r["monitor_num_samples"]), "k")
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples processed")
+    ax.set_ylabel(f"test L_{k} (nats per example)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_latent_panels(panels: Sequence[tuple]) -> Figure:
+    """Side-by-side scatter of 2-D posterior means: ``panels`` of (title, mu (N, 2), labels)."""
+    fig = Figure(figsize=(4.2 * len(panels), 4.0))
+    for i, (title, mu, labels) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        mu = _np(mu)
+        kw = {"c": _np(labels), "cmap": "tab10"} if labels is not None else {}
+        ax.scatter(mu[:, 0], mu[:, 1], s=4, alpha=0.7, **kw)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("$z_1$")
+        ax.set_ylabel("$z_2$")
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_study(rows: Sequence[dict]) -> Figure:
+    """SNR and variance of gradient estimators against K, for theta and phi (rows from
+    :func:`vaekit.gradients.gradient_study`)."""
+    fig = Figure(figsize=(10, 7))
+    rows = [r for r in rows if "skipped" not in r]
+    names = list(dict.fromkeys(r["estimator"] for r in rows))
+    for col, group in enumerate(("model", "inference")):
+        for row, (key, label) in enumerate((("snr_mean", "mean SNR |E g| / std g"),
+                                            ("variance", "mean variance of g"))):
+            ax = fig.add_subplot(2, 2, 2 * row + col + 1)
+            for name in names:
+                pts = sorted((r["num_samples"], r[key]) for r in rows
+                             if r["estimator"] == name and r["group"] == group)
+                if pts:
+                    ks, vs = zip(*pts, strict=True)
+                    ax.plot(ks, vs, marker="o", label=name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ks_all = sorted({r["num_samples"] for r in rows})
+            ax.set_xticks(ks_all, [str(k) for k in ks_all])
+            ax.minorticks_off()
+            ax.set_xlabel("K (samples per example)")
+            ax.set_ylabel(label)
+            ax.set_title(("theta (generative)" if group == "model" else "phi (inference)"),
+                         fontsize=10)
+            ax.grid(alpha=0.3)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
     """Write ``fig`` as PNG, atomically."""
     with atomic_path(path) as tmp:
