@@ -21,24 +21,24 @@ from vaekit.training import (
     lr_at_epoch,
     read_metrics,
     schedule_length,
-    validation_elbo,
+    validation_score,
 )
 
 
-def test_a_few_epochs_on_mnist_5k_raise_the_validation_elbo(mnist5k):
+def test_a_few_epochs_on_mnist_5k_raise_the_validation_score(mnist5k):
     torch.manual_seed(0)
     model = VAE(784, latent_dim=8, hidden_sizes=(64,))
     model.init_decoder_bias(mnist5k.train.mean(0))
     valid = eval_split(mnist5k, "valid", "dynamic")
-    before = validation_elbo(model, valid)
+    before = validation_score(model, valid)
     cfg = TrainConfig(epochs=4, batch_size=50, lr=2e-3, device="cpu")
     result = Trainer(model, cfg, mnist5k.train, valid, dynamic_binarization=True,
                      progress=False).fit()
-    after = validation_elbo(model, valid)
+    after = validation_score(model, valid)
     assert after > before + 25, (before, after)        # e.g. -207 -> -165 nats
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
     assert result.history[-1]["train_bound"] > result.history[0]["train_bound"]
-    assert after == pytest.approx(result.best_valid_elbo, abs=3.0)   # best weights restored
+    assert after == pytest.approx(result.best_valid_score, abs=3.0)   # best weights restored
 
 
 @pytest.mark.parametrize("objective,k", [("wake-sleep", 1), ("rws", 5)])

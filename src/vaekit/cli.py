@@ -169,17 +169,28 @@ def _fmt(v, se=None, digits=2) -> str:
 
 
 def format_eval(r: dict) -> str:
-    """A short table of an evaluation result (nats per example, mean ± standard error)."""
-    rows = [
-        (f"log-likelihood (IWAE bound, k={r['num_samples']})",
-         _fmt(r["log_likelihood"], r["log_likelihood_se"])),
-        ("ELBO", _fmt(r["elbo"], r["elbo_se"])),
-        ("  reconstruction E_q log p(x|z)", _fmt(r["reconstruction"], r["reconstruction_se"])),
-        ("  KL(q(z|x) || p(z))", _fmt(r["kl"], r["kl_se"])),
+    """A short table of an evaluation result (nats per example, mean ± standard error); only
+    the metrics the model family reports are shown."""
+    k = r.get("num_samples")
+    labels = [
+        ("log_likelihood", "log-likelihood (exact)" if k is None
+         else f"log-likelihood (IWAE bound, k={k})"),
+        ("log_likelihood_bound", "log-likelihood lower bound"),
+        ("elbo", "ELBO"), ("reconstruction", "  reconstruction E_q log p(x|z)"),
+        ("kl", "  KL(q(z|x) || p(z))"),
+        ("reconstruction_error", "reconstruction error -log p(x|x^)"),
+        ("denoising_error", "denoising error (from corrupted x)"),
     ]
+    rows = [(label, _fmt(r[key], r.get(f"{key}_se"))) for key, label in labels if key in r]
     if r.get("bits_per_dim") is not None:
         rows.append(("bits/dim (from log-likelihood)", _fmt(r["bits_per_dim"], digits=4)))
-    rows.append(("active units (Cov_x E_q[z] > 0.01)", f"{r['active_units']} / {r['latent_dim']}"))
+    if "active_units" in r:
+        rows.append(("active units (Cov_x E_q[z] > 0.01)",
+                     f"{r['active_units']} / {r['latent_dim']}"))
+    for key, label in (("codebook_usage", "codebook usage"),
+                       ("codebook_perplexity", "codebook perplexity")):
+        if key in r:
+            rows.append((label, _fmt(r[key], digits=3)))
     width = max(len(a) for a, _ in rows)
     head = (f"{r['dataset']} {r['split']} set, {r['num_examples']} examples; "
             f"binarization: {r['binarization']}; in nats per example (mean ± s.e.)")
@@ -201,7 +212,8 @@ def _cmd_train(args) -> int:
     if summary.get("figures"):
         print("  figures: " + ", ".join(p.rsplit("/", 1)[-1] for p in summary["figures"]))
     print(f"trained {tr['epochs']} epochs in {tr['seconds']:.0f} s ({tr['stopped']}); best "
-          f"validation ELBO {tr['best_valid_elbo']:.2f} nats at epoch {tr['best_epoch']}")
+          f"validation {tr['valid_name']} {tr['best_valid_score']:.2f} at epoch "
+          f"{tr['best_epoch']}")
     if "eval" in summary:
         print(format_eval(summary["eval"]))
     return 0

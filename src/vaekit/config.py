@@ -55,11 +55,29 @@ class ModelConfig:
     likelihood: str = _f("bernoulli", "decoder p(x|z): bernoulli (0/1 or [0,1] data) | gaussian")
     decoder_std: float = _f(0.1, "Gaussian decoder: the (initial) standard deviation sigma")
     learn_decoder_std: bool = _f(True, "Gaussian decoder: learn sigma (else keep it fixed)")
+    latent_dims: list[int] = _f([], "hierarchical-vae: latent widths bottom-up, e.g. 100,50 "
+                                    "(empty: one layer of latent_dim)")
+    upper_hidden_sizes: list[int] = _f([100, 100], "hierarchical-vae: hidden widths between "
+                                                   "stochastic layers")
+    noise: str = _f("none", "autoencoders: input corruption none | masking | gaussian "
+                            "(a denoising autoencoder)")
+    noise_level: float = _f(0.25, "autoencoders: masking probability or Gaussian noise std")
+    num_latents: int = _f(16, "vqvae: number of code positions M")
+    embedding_dim: int = _f(16, "vqvae: dimension of each codebook vector")
+    codebook_size: int = _f(128, "vqvae: number of codebook vectors")
+    commitment_cost: float = _f(0.25, "vqvae: weight beta of the commitment loss")
+    ema_decay: float = _f(0.99, "vqvae: decay of the codebook's moving averages")
+    code_prior: str = _f("categorical", "vqvae: prior over codes fitted after training: "
+                                        "categorical | autoregressive")
+    num_components: int = _f(10, "gmm / bernoulli-mixture: number of components")
+    covariance_type: str = _f("full", "gmm: full | diag")
+    reg_covar: float = _f(1e-6, "gmm: added to the covariances' diagonal")
 
 
 @dataclass
 class TrainConfig:
-    objective: str = _f("elbo", "training objective / estimator (see vaekit.estimators)")
+    objective: str = _f("auto", "training objective / estimator (see vaekit.estimators); auto: "
+                                "the model's default (elbo for VAEs)")
     num_samples: int = _f(1, "z samples per x in the training objective (k)")
     kl: str = _f("analytic", "ELBO's KL term: analytic (closed form) | mc (Monte Carlo)")
     beta: float = _f(1.0, "elbo: weight of the KL term (beta-VAE; the reported bound uses 1)")
@@ -84,6 +102,10 @@ class TrainConfig:
     patience: int = _f(0, "early stopping: epochs without a better validation ELBO (0: off)")
     seed: int = _f(0, "random seed: the same seed gives the same run")
     eval_num_samples: int = _f(5000, "k of the importance-weighted test log-likelihood")
+    pretrain_epochs: int = _f(5, "stacked-autoencoder: epochs of greedy pre-training per layer")
+    em_max_iter: int = _f(100, "mixtures: maximum EM iterations per restart")
+    em_tol: float = _f(1e-3, "mixtures: stop when the mean log-likelihood gains less (nats)")
+    em_restarts: int = _f(1, "mixtures: k-means++ restarts; the best is kept")
     monitor_every: int = _f(0, "every this many epochs (and after the first) record L_k on the "
                                "test set in metrics.jsonl (0: off)")
     monitor_num_samples: int = _f(1000, "k of the monitored bound L_k")
@@ -128,6 +150,18 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
+    def resolved_objective(self) -> str:
+        """``train.objective``, with ``auto`` replaced by the model family's default."""
+        if self.train.objective != "auto":
+            return self.train.objective
+        from .models import MODELS
+        return getattr(MODELS[self.model.model], "default_objective", "elbo")
+
+    def resolved(self) -> Config:
+        """A copy with ``auto`` choices made (what a run directory's config.json records)."""
+        train = dataclasses.replace(self.train, objective=self.resolved_objective())
+        return dataclasses.replace(self, train=train)
+
     # ---------------------------------------------------------------- validation
     def validate(self) -> Config:
         """Check every value's range and choice; return ``self``.
@@ -142,30 +176,52 @@ class Config:
         d, m, t = self.data, self.model, self.train
         _choice("binarization", d.binarization, BINARIZATIONS)
         _choice("model", m.model, MODELS)
+        _choice("objective", t.objective, ("auto", *ESTIMATORS, "em"))
+        family = MODELS[m.model]
+        own = getattr(family, "own_objective", False)
+        if t.objective != "auto" and own and t.objective != family.default_objective:
+            raise ConfigError(f"model {m.model} is trained with objective "
+                              f"{family.default_objective} (or auto), not {t.objective}")
+        if t.objective in (*OWN_OBJECTIVES, "em") and not own:
+            raise ConfigError(f"objective {t.objective} belongs to another model family; "
+                              f"{m.model} takes a bound estimator such as elbo or iwae")
         _choice("activation", m.activation, ACTIVATIONS)
         _choice("likelihood", m.likelihood, LIKELIHOODS)
-        _choice("objective", t.objective, ESTIMATORS)
         _choice("kl", t.kl, KL_ESTIMATES)
         _choice("baseline", t.baseline, BASELINES)
+        _choice("noise", m.noise, ("none", "masking", "gaussian"))
+        _choice("covariance_type", m.covariance_type, ("full", "diag"))
+        _choice("code_prior", m.code_prior, ("categorical", "autoregressive"))
         _choice("lr_schedule", t.lr_schedule, LR_SCHEDULES)
-        for name in ("latent_dim",):
+        for name in ("latent_dim", "num_latents", "embedding_dim", "codebook_size",
+                     "num_components"):
             _positive(name, getattr(m, name))
+        if any(v <= 0 for v in [*m.latent_dims, *m.upper_hidden_sizes]):
+            raise ConfigError("latent_dims and upper_hidden_sizes must be positive widths")
+        if not 0 <= m.noise_level or (m.noise == "masking" and m.noise_level >= 1):
+            raise ConfigError(f"noise_level must be >= 0 (< 1 for masking), got {m.noise_level}")
+        if not 0 < m.ema_decay < 1:
+            raise ConfigError(f"ema_decay must lie in (0, 1), got {m.ema_decay}")
         if not m.hidden_sizes or any(h <= 0 for h in m.hidden_sizes):
             raise ConfigError(
                 f"hidden_sizes must be one or more positive widths, got {m.hidden_sizes}")
         for name in ("num_samples", "epochs", "batch_size", "schedule_stages",
                      "eval_num_samples", "num_groups", "monitor_num_samples",
-                     "monitor_examples"):
+                     "monitor_examples", "em_max_iter", "em_restarts"):
             _positive(name, getattr(t, name))
-        for name in ("patience", "monitor_every"):
+        for name in ("patience", "monitor_every", "pretrain_epochs"):
             if getattr(t, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 turns it off), got {getattr(t, name)}")
         if not (math.isfinite(t.kl_warmup_epochs) and t.kl_warmup_epochs >= 0):
             raise ConfigError(f"kl_warmup_epochs must be >= 0, got {t.kl_warmup_epochs}")
-        from .estimators import get_estimator
-        get_estimator(t, data_dim=1)           # each estimator checks its own options
+        if self.resolved_objective() not in ("em", *OWN_OBJECTIVES):
+            from .estimators import get_estimator
+            get_estimator(dataclasses.replace(t, objective=self.resolved_objective()),
+                          data_dim=1)            # each estimator checks its own options
         for name, value in (("decoder_std", m.decoder_std), ("lr", t.lr),
-                            ("lr_final", t.lr_final), ("adam_eps", t.adam_eps)):
+                            ("lr_final", t.lr_final), ("adam_eps", t.adam_eps),
+                            ("commitment_cost", m.commitment_cost), ("reg_covar", m.reg_covar),
+                            ("em_tol", t.em_tol)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         for name in ("adam_beta1", "adam_beta2"):
@@ -175,6 +231,9 @@ class Config:
         if not (t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {t.device!r}")
         return self
+
+
+OWN_OBJECTIVES = ("reconstruction", "vq")
 
 
 def _choice(name: str, value: Any, allowed: Any) -> None:

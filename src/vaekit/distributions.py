@@ -63,11 +63,14 @@ def stop_gradient(d: Distribution) -> Distribution:
     """A copy of ``d`` whose parameters are detached: ``log_prob`` of it is differentiable in
     its argument but not in the parameters (the "stop-gradient" q of STL and DReG).
 
-    Supports Normal, Bernoulli, MultivariateNormal and Independent wrappers of them.
+    Supports Normal, Bernoulli, MultivariateNormal, Independent wrappers of them, and any
+    distribution with a ``stop_gradient()`` method.
 
     Raises:
         TypeError: another distribution type.
     """
+    if hasattr(d, "stop_gradient"):          # distributions of vaekit's own (hierarchies)
+        return d.stop_gradient()
     if isinstance(d, Independent):
         return Independent(stop_gradient(d.base_dist), d.reinterpreted_batch_ndims,
                            validate_args=False)

@@ -142,7 +142,8 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01,
     return int((activity > threshold).sum()), activity
 
 
-def _mean_se(v: torch.Tensor) -> tuple[float, float]:
+def mean_and_se(v: torch.Tensor) -> tuple[float, float]:
+    """Mean of ``v`` and its standard error std / sqrt(n) (NaN for one value)."""
     v = v.double()
     se = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
     return float(v.mean()), se
@@ -150,26 +151,38 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 def evaluate(model, x: torch.Tensor, num_samples: int = 5000, *, batch_size: int | None = None,
              max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False) -> dict:
-    """The test metrics of a model on ``x: (N, D)``.
+    """The test metrics of a model on ``x: (N, D)``, in nats per example (means over the N
+    examples with standard errors ``*_se`` = std / sqrt(N)).
 
-    Returns a dict of floats (nats per example, mean over the N examples, with standard
-    errors ``*_se`` = std / sqrt(N) over examples): ``log_likelihood`` (L_k, k =
-    ``num_samples``), ``elbo``, ``reconstruction`` (E_q log p(x|z)), ``kl`` (KL(q||p)),
-    ``bits_per_dim`` (-log_likelihood / (D ln 2), for a Bernoulli decoder; ``None`` otherwise,
-    where the density is continuous), ``active_units``, ``latent_dim``, ``num_samples``,
+    Latent-variable models (VAEs): ``log_likelihood`` (L_k, k = ``num_samples``), ``elbo``,
+    ``reconstruction`` (E_q log p(x|z)), ``kl`` (KL(q||p)), ``active_units``.
+    Models with an exact likelihood (``score_samples``: mixtures): ``log_likelihood``, exact
+    (``num_samples`` is then ``None``). Other families report what their ``evaluation(x, k)``
+    gives (autoencoders: ``reconstruction_error``; VQ-VAE: ``log_likelihood_bound``, ...).
+    Every result has ``bits_per_dim`` (-log-likelihood / (D ln 2), for binary data, when a
+    log-likelihood or bound is reported; else ``None``), ``latent_dim``, ``num_samples``,
     ``num_examples``, ``seconds``.
     """
     start = time.perf_counter()
-    terms = evaluate_terms(model, x, num_samples, batch_size=batch_size, max_rows=max_rows,
-                           progress=progress)
     out: dict = {}
-    for key in ("log_likelihood", "elbo", "reconstruction", "kl"):
-        out[key], out[f"{key}_se"] = _mean_se(terms[key])
-    d = x.shape[1]
-    out["bits_per_dim"] = (-out["log_likelihood"] / (d * math.log(2))
-                           if getattr(model, "likelihood", None) == "bernoulli" else None)
-    count, _ = active_units(model, x)
-    out.update(active_units=count, latent_dim=int(getattr(model, "latent_dim", 0)),
-               num_samples=int(num_samples), num_examples=int(x.shape[0]),
-               seconds=round(time.perf_counter() - start, 3))
+    if hasattr(model, "score_samples"):
+        device = model_device(model)
+        ll = torch.cat([model.score_samples(x[i:i + 2000].to(device)).cpu()
+                        for i in range(0, x.shape[0], 2000)])
+        out["log_likelihood"], out["log_likelihood_se"] = mean_and_se(ll)
+        num_samples = None
+    elif hasattr(model, "evaluation"):
+        out.update(model.evaluation(x, num_samples))
+    else:
+        terms = evaluate_terms(model, x, num_samples, batch_size=batch_size, max_rows=max_rows,
+                               progress=progress)
+        for key in ("log_likelihood", "elbo", "reconstruction", "kl"):
+            out[key], out[f"{key}_se"] = mean_and_se(terms[key])
+        out["active_units"], _ = active_units(model, x)
+    ll = out.get("log_likelihood", out.get("log_likelihood_bound"))
+    binary = getattr(model, "likelihood", "bernoulli") == "bernoulli"
+    out["bits_per_dim"] = -ll / (x.shape[1] * math.log(2)) if ll is not None and binary else None
+    out.update(latent_dim=int(getattr(model, "latent_dim", 0)),
+               num_samples=None if num_samples is None else int(num_samples),
+               num_examples=int(x.shape[0]), seconds=round(time.perf_counter() - start, 3))
     return out

@@ -62,6 +62,37 @@ def plot_reconstructions(x, x_rec, image_shape: Sequence[int], ncols: int = 10) 
                          "test images (odd rows) and reconstructions E[x|z=E_q z] (even rows)")
 
 
+def plot_denoising(noisy, clean, reconstructed, image_shape: Sequence[int]) -> Figure:
+    """Three rows: corrupted inputs, the clean images, the denoising autoencoder's output."""
+    stacked = np.concatenate([_np(noisy), _np(clean), _np(reconstructed)])
+    return _image_figure(np.clip(tile_images(stacked, image_shape, len(_np(clean))), 0, 1),
+                         "corrupted input (top), clean (middle), reconstruction (bottom)")
+
+
+def plot_mixture_2d(x, labels, mixture, title: str = "test data and fitted components") -> Figure:
+    """2-D data (coloured by ``labels`` when given) with each Gaussian component's mean and
+    2-standard-deviation ellipse."""
+    from matplotlib.patches import Ellipse
+    x = _np(x)
+    fig = Figure(figsize=(5.5, 4.8))
+    ax = fig.add_subplot()
+    kw = {"c": _np(labels), "cmap": "tab10"} if labels is not None else {}
+    ax.scatter(x[:, 0], x[:, 1], s=5, alpha=0.5, **kw)
+    means = _np(mixture.means_)
+    covs = _np(mixture.covariances_)
+    for k in range(means.shape[0]):
+        cov = covs[k] if covs.ndim == 3 else np.diag(covs[k])
+        vals, vecs = np.linalg.eigh(cov)
+        angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
+        ax.add_patch(Ellipse(means[k], 4 * np.sqrt(vals[-1]), 4 * np.sqrt(vals[0]),
+                             angle=angle, fill=False, color="black", lw=1.5))
+        ax.plot(*means[k], "k+", ms=10)
+    ax.set_title(title, fontsize=10)
+    ax.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    return fig
+
+
 def plot_interpolations(paths, image_shape: Sequence[int]) -> Figure:
     """``paths: (P, S, D)``: each row decodes S points from one test image's posterior mean
     to another's."""
@@ -97,15 +128,15 @@ def plot_latent(mu, labels=None, title: str = "test set posterior means E_q[z|x]
     return fig
 
 
-def plot_curves(history: Sequence[dict]) -> Figure:
-    """Training bound and validation ELBO (nats) per epoch from ``metrics.jsonl`` records."""
+def plot_curves(history: Sequence[dict], valid_name: str = "ELBO") -> Figure:
+    """Training objective and validation score (nats) per epoch from ``metrics.jsonl``."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in history]
     train = [r.get("train_bound", r.get("train_elbo")) for r in history]
-    valid = [r["valid_elbo"] for r in history]
-    ax.plot(epochs, train, label="training objective's bound")
-    ax.plot(epochs, valid, label="validation ELBO")
+    valid = [r.get("valid_score", r.get("valid_elbo")) for r in history]
+    ax.plot(epochs, train, label="training objective")
+    ax.plot(epochs, valid, label=f"validation {valid_name}")
     if epochs and max(epochs) > 100:
         ax.set_xscale("log")
     vals = [v for v in train + valid if v is not None and math.isfinite(v)]
@@ -113,7 +144,7 @@ def plot_curves(history: Sequence[dict]) -> Figure:
         lo, hi = np.percentile(vals, 5), max(vals)
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo) + 1e-6)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO (nats per example)")
+    ax.set_ylabel("nats per example")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -28,12 +28,29 @@ import torch
 
 from . import plotting, sampling
 from .config import Config
-from .data import Dataset, check_likelihood, eval_split, load_dataset, resolve_binarization
+from .data import (
+    Dataset,
+    binarize_fixed,
+    check_likelihood,
+    eval_split,
+    load_dataset,
+    resolve_binarization,
+)
 from .errors import CheckpointError, ConfigError
-from .evaluation import evaluate, posterior_means
-from .io import load_tensors, read_json, write_json
+from .evaluation import evaluate
+from .io import atomic_write, load_tensors, read_json, save_tensors, write_json
 from .models import build_model
-from .training import BEST, LAST, METRICS, Trainer, TrainResult, read_metrics, resolve_device
+from .training import (
+    BEST,
+    LAST,
+    METRICS,
+    Trainer,
+    TrainResult,
+    pretrain_greedy,
+    read_metrics,
+    resolve_device,
+    validation_name,
+)
 
 CONFIG = "config.json"
 EVAL = "eval.json"
@@ -108,31 +125,76 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
         config = _absolute_paths(config)
     dataset, binarization = prepare_data(config)          # fails before anything is written
     config = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, binarization=binarization))
+        config.resolved(), data=dataclasses.replace(config.data, binarization=binarization))
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, dataset.dim)
-    model.init_decoder_bias(dataset.train.mean(0))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, config.to_dict())
-    monitor_x = (eval_split(dataset, "test", binarization)[:config.train.monitor_examples]
-                 if config.train.monitor_every else None)
-    trainer = Trainer(model, config.train, dataset.train,
-                      eval_split(dataset, "valid", binarization),
-                      dynamic_binarization=binarization == "dynamic", run_dir=run_dir,
-                      progress=progress, log=log, monitor_x=monitor_x)
-    log(f"training {config.model.model} on {dataset.name} ({dataset.train.shape[0]} examples, "
-        f"binarization {binarization}) on {trainer.device}; run directory {run_dir}")
-    result: TrainResult = trainer.fit(resume=resume)
+    dynamic = binarization == "dynamic"
+    log(f"training {config.model.model} ({config.train.objective}) on {dataset.name} "
+        f"({dataset.train.shape[0]} examples, binarization {binarization}); "
+        f"run directory {run_dir}")
+    if config.train.objective == "em":
+        result = fit_em(model, dataset, config, run_dir, binarization, log)
+    else:
+        model.init_decoder_bias(dataset.train.mean(0))
+        if hasattr(model, "layer_pairs") and config.train.pretrain_epochs and not resume:
+            pretrain_greedy(model, dataset.train, config.train, dynamic_binarization=dynamic,
+                            log=log)
+        monitor_x = (eval_split(dataset, "test", binarization)[:config.train.monitor_examples]
+                     if config.train.monitor_every else None)
+        trainer = Trainer(model, config.train, dataset.train,
+                          eval_split(dataset, "valid", binarization),
+                          dynamic_binarization=dynamic, run_dir=run_dir, progress=progress,
+                          log=log, monitor_x=monitor_x)
+        result = trainer.fit(resume=resume)
+        model = trainer.model
+        if hasattr(model, "fit_prior"):           # VQ-VAE: the prior over codes, after training
+            x = binarize_fixed(dataset.train) if dynamic else dataset.train
+            with torch.no_grad():
+                model.eval()
+                model.fit_prior(torch.cat([model.encode(xb.to(trainer.device))
+                                           for xb in x.split(2000)]))
+            save_tensors(run_dir / BEST, model.state_dict(), {"epoch": result.best_epoch})
     summary = {"run_dir": str(run_dir),
                "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
-                         "best_valid_elbo": result.best_valid_elbo,
+                         "best_valid_score": result.best_valid_score,
+                         "valid_name": validation_name(model),
                          "seconds": round(result.seconds, 2), "stopped": result.stopped}}
-    run = Run(run_dir, config, trainer.model, dataset, binarization)
+    run = Run(run_dir, config, model, dataset, binarization)
     if evaluate_after:
         summary["eval"] = evaluate_run(run, progress=progress)
     if figures:
         summary["figures"] = [str(p) for p in make_figures(run, result.history)]
     return summary
+
+
+def fit_em(model, dataset: Dataset, config: Config, run_dir: Path, binarization: str,
+           log: Callable[[str], None]) -> TrainResult:
+    """Fit a mixture by EM (restarts, tolerance and iterations from ``config.train``), write
+    ``best.safetensors`` and one ``metrics.jsonl`` record per EM iteration."""
+    import time as _time
+
+    device = resolve_device(config.train.device)
+    x = binarize_fixed(dataset.train) if binarization == "dynamic" else dataset.train
+    x = x.to(device)                      # EM needs fixed data: grey levels binarized once
+    start = _time.perf_counter()
+    model.to(device).fit(x)
+    seconds = _time.perf_counter() - start
+    history = [{"epoch": i + 1, "train_bound": ll, "valid_score": None}
+               for i, ll in enumerate(model.history_)]
+    valid = float(model.score_samples(eval_split(dataset, "valid", binarization).to(device))
+                  .mean())
+    if history:
+        history[-1]["valid_score"] = valid
+    save_tensors(run_dir / BEST, model.state_dict(), {"epoch": len(history),
+                                                      "valid_score": valid})
+    atomic_write(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+    log(f"EM: {model.n_iter_} iterations, converged {model.converged_}, train log-likelihood "
+        f"{model.lower_bound_:.3f} nats, validation {valid:.3f} ({seconds:.1f} s)")
+    return TrainResult(history=history, best_epoch=len(history), best_valid_score=valid,
+                       epochs=len(history), stopped="EM converged" if model.converged_
+                       else "EM reached em_max_iter", seconds=seconds)
 
 
 def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
@@ -201,8 +263,15 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
 
 
 def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
-    """Draw the run's figures as PNG files in its directory; return their paths."""
+    """Draw the run's figures as PNG files in its directory; return their paths.
+
+    What is drawn depends on what the model can do: samples (generative models), test images
+    beside their reconstructions and latent interpolations (models with ``embed`` and
+    ``decode_mean``), noisy/clean/reconstructed rows (denoising autoencoders), the decoded
+    manifold (2-D latent VAEs), the test set's embeddings by label (2-D latent spaces), the
+    learning curves, and for 2-D data the data with the fitted mixture's components."""
     model, ds, out = run.model, run.dataset, run.path
+    model.eval()
     x_test = eval_split(ds, "test", run.binarization)
     _, labels = ds.split("test")
     written: list[Path] = []
@@ -213,23 +282,42 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
 
     history = history if history is not None else read_metrics(out / METRICS)
     if history:
-        save(plotting.plot_curves(history), "curves.png")
+        save(plotting.plot_curves(history, validation_name(model)), "curves.png")
     shape = ds.image_shape
+    can_sample = hasattr(model, "sample") and getattr(model, "can_sample", True)
+    can_embed = hasattr(model, "embed") and hasattr(model, "decode_mean")
     if shape is not None:
-        save(plotting.plot_samples(sampling.prior_samples(model, 100), shape), "samples.png")
-        n = min(50, x_test.shape[0])
-        save(plotting.plot_reconstructions(x_test[:n], sampling.reconstructions(model, x_test[:n]),
-                                           shape), "reconstructions.png")
-        pairs = min(8, x_test.shape[0] // 2)
-        if pairs:
-            paths = sampling.interpolations(model, x_test[:pairs], x_test[pairs:2 * pairs])
-            save(plotting.plot_interpolations(paths, shape), "interpolations.png")
-    if getattr(model, "latent_dim", None) == 2:
-        if shape is not None:
+        if can_sample:
+            save(plotting.plot_samples(sampling.prior_samples(model, 100), shape), "samples.png")
+        if can_embed:
+            n = min(50, x_test.shape[0])
+            save(plotting.plot_reconstructions(x_test[:n],
+                                               sampling.reconstructions(model, x_test[:n]),
+                                               shape), "reconstructions.png")
+            pairs = min(8, x_test.shape[0] // 2)
+            if pairs:
+                paths = sampling.interpolations(model, x_test[:pairs], x_test[pairs:2 * pairs])
+                save(plotting.plot_interpolations(paths, shape), "interpolations.png")
+        if getattr(model, "noise", "none") != "none":
+            from .models.autoencoder import corrupt_fixed
+            n = min(10, x_test.shape[0])
+            noisy = corrupt_fixed(x_test[:n], model.noise, model.noise_level,
+                                  torch.Generator().manual_seed(0))
+            rec = model.decode_mean(model.embed(noisy.to(_device(model)))).cpu()
+            save(plotting.plot_denoising(noisy, x_test[:n], rec, shape), "denoising.png")
+    if can_embed and getattr(model, "latent_dim", None) == 2:
+        if shape is not None and hasattr(model, "prior"):
             images, _ = sampling.latent_grid(model, 20)
             save(plotting.plot_manifold(images, shape, 20), "manifold.png")
-        save(plotting.plot_latent(posterior_means(model, x_test), labels), "latent.png")
+        save(plotting.plot_latent(sampling._embed(model, x_test).cpu(), labels), "latent.png")
+    if ds.dim == 2 and hasattr(model, "score_samples"):
+        save(plotting.plot_mixture_2d(x_test, labels, model), "mixture.png")
     return written
+
+
+def _device(model) -> torch.device:
+    from .evaluation import model_device
+    return model_device(model)
 
 
 def load_eval(run_dir: str | os.PathLike) -> dict:

@@ -8,44 +8,52 @@ from __future__ import annotations
 
 import torch
 
-from .evaluation import model_device, posterior_means
+from .evaluation import model_device
 
 
 @torch.no_grad()
 def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
-    """E[x|z] for ``num`` draws z ~ p(z): ``(num, D)``. ``seed`` makes the draw repeatable
-    without touching the global random state."""
+    """``num`` samples of the model, ``(num, D)``: E[x|z] with z ~ p(z) for latent-variable
+    models (``model.sample``). ``seed`` makes the draw repeatable; the global random state is
+    left as it was."""
     device = model_device(model)
-    prior = model.prior()
-    g = torch.Generator(device=device)
-    if seed is not None:
-        g.manual_seed(seed)
-    z = torch.randn((num, *prior.event_shape), generator=g, device=device)
-    z = prior.mean + prior.stddev * z
-    return model.decoder_mean(z).cpu()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.sample(num)
+    return (out[0] if isinstance(out, tuple) else out).cpu()
+
+
+def _embed(model, x: torch.Tensor) -> torch.Tensor:
+    device = model_device(model)
+    return torch.cat([model.embed(x[i:i + 1000].to(device)) for i in range(0, len(x), 1000)])
 
 
 @torch.no_grad()
 def reconstructions(model, x: torch.Tensor) -> torch.Tensor:
-    """E[x|z] at z = E_q[z|x] for ``x: (N, D)``: ``(N, D)``."""
-    device = model_device(model)
-    return model.decoder_mean(posterior_means(model, x).to(device)).cpu()
+    """``model.decode_mean(model.embed(x))`` for ``x: (N, D)``: for a VAE, E[x|z] at
+    z = E_q[z|x]; for an autoencoder, g(f(x)). ``(N, D)``."""
+    was = model.training
+    model.eval()
+    out = model.decode_mean(_embed(model, x)).cpu()
+    model.train(was)
+    return out
 
 
 @torch.no_grad()
 def interpolations(model, x_from: torch.Tensor, x_to: torch.Tensor,
                    steps: int = 10) -> torch.Tensor:
-    """Decode points on the straight line between the posterior means of pairs of inputs.
-
-    ``x_from, x_to: (P, D)`` -> ``(P, steps, D)``; the first and last columns decode the two
-    endpoints' posterior means.
-    """
-    device = model_device(model)
-    za = posterior_means(model, x_from).to(device)
-    zb = posterior_means(model, x_to).to(device)
-    t = torch.linspace(0, 1, steps, device=device).view(1, steps, 1)
+    """Decode points on the straight line between the embeddings (posterior means, codes) of
+    pairs of inputs: ``x_from, x_to: (P, D)`` -> ``(P, steps, D)``; the first and last columns
+    decode the endpoints' embeddings."""
+    was = model.training
+    model.eval()
+    za, zb = _embed(model, x_from), _embed(model, x_to)
+    t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)
     z = za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t          # (P, steps, D_z)
-    return model.decoder_mean(z).cpu()
+    out = model.decode_mean(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1).cpu()
+    model.train(was)
+    return out
 
 
 @torch.no_grad()

@@ -8,13 +8,14 @@ Design points:
     * theta (generative) and phi (inference) parameters each receive the gradient of their own
       loss when an estimator gives two (:class:`vaekit.estimators.Losses`);
     * every epoch writes ``last.safetensors`` (model, optimizer, RNG state and counters, one
-      atomic file), ``best.safetensors`` when the validation ELBO improves, a line of
+      atomic file), ``best.safetensors`` when the validation score (ELBO) improves, a line of
       ``metrics.jsonl`` and TensorBoard scalars. ``resume`` continues from ``last`` and reaches
       the same parameters as an uninterrupted run with the same seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -91,23 +92,73 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig,
 
 
 @torch.no_grad()
-def validation_elbo(model, x: torch.Tensor, batch_size: int = 2000,
-                    kl: str = "analytic") -> float:
-    """Mean single-sample ELBO of ``x: (N, D)`` in nats (one sync at the end)."""
+def validation_score(model, x: torch.Tensor, batch_size: int = 2000,
+                     kl: str = "analytic") -> float:
+    """The model-selection score of ``x: (N, D)``, higher is better, one sync at the end:
+    the mean single-sample ELBO in nats, or ``model.validation_score(x)`` for families that
+    define one (autoencoders: minus the reconstruction error)."""
     was_training = model.training
     model.eval()
+    own = getattr(model, "validation_score", None)
     total = torch.zeros((), device=x.device, dtype=torch.float64)
     for i in range(0, x.shape[0], batch_size):
-        total += elbo(model, x[i:i + batch_size], 1, kl=kl).sum()
+        xb = x[i:i + batch_size]
+        total += (own(xb) if own is not None else elbo(model, xb, 1, kl=kl)).sum()
     model.train(was_training)
     return float(total) / x.shape[0]
+
+
+def validation_name(model) -> str:
+    """What :func:`validation_score` measures for this model, for logs and plots."""
+    return getattr(model, "validation_name", "ELBO")
+
+
+def pretrain_greedy(model, x: torch.Tensor, config: TrainConfig, *,
+                    dynamic_binarization: bool = False,
+                    log: Callable[[str], None] | None = None) -> list[float]:
+    """Greedy layer-wise pre-training of a stacked autoencoder (Bengio et al. 2007; Vincent
+    et al. 2010, Sec. 3.5): each layer's shallow autoencoder (``model.layer_pairs()``) is
+    trained for ``config.pretrain_epochs`` epochs with Adam on the codes of the layers below,
+    with the model's input corruption. Returns each layer's final mean training error."""
+    from .models.autoencoder import corrupt, reconstruction_error
+
+    device = resolve_device(config.device)
+    model.to(device)
+    h = x.to(device, torch.float32)
+    errors = []
+    for level, (enc, dec, likelihood) in enumerate(model.layer_pairs()):
+        params = [*enc.parameters(), *dec.parameters()]
+        opt = torch.optim.Adam(params, lr=config.lr, betas=(config.adam_beta1,
+                                                            config.adam_beta2),
+                               eps=config.adam_eps)
+        n, b = h.shape[0], config.batch_size
+        total = torch.zeros((), device=device)
+        for _ in range(config.pretrain_epochs):
+            perm = torch.randperm(n, device=device)
+            total = torch.zeros((), device=device)
+            for i in range(0, n, b):
+                xb = h[perm[i:i + b]]
+                if level == 0 and dynamic_binarization:
+                    xb = torch.bernoulli(xb)
+                err = reconstruction_error(dec(enc(corrupt(xb, model.noise, model.noise_level))),
+                                           xb, likelihood)
+                opt.zero_grad(set_to_none=True)
+                err.mean().backward()
+                opt.step()
+                total += err.detach().sum()
+        errors.append(float(total) / n)
+        if log:
+            log(f"pre-trained layer {level + 1}: reconstruction error {errors[-1]:.3f}")
+        with torch.no_grad():
+            h = torch.cat([enc(h[i:i + 2000]) for i in range(0, n, 2000)])
+    return errors
 
 
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one record per epoch (metrics.jsonl)
-    best_epoch: int = 0                   # epoch (1-based) of the best validation ELBO
-    best_valid_elbo: float = -math.inf    # nats
+    best_epoch: int = 0                   # epoch (1-based) of the best validation score
+    best_valid_score: float = -math.inf    # nats
     epochs: int = 0                       # epochs completed
     stopped: str = ""                     # why training ended
     seconds: float = 0.0                  # wall time of all sessions of this run
@@ -148,6 +199,9 @@ class Trainer:
                  run_dir: str | os.PathLike | None = None, progress: bool = True,
                  log: Callable[[str], None] | None = None,
                  monitor_x: torch.Tensor | None = None) -> None:
+        if config.objective == "auto":
+            config = dataclasses.replace(
+                config, objective=getattr(model, "default_objective", "elbo"))
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -203,7 +257,7 @@ class Trainer:
             return
         tensors, meta = self._state_tensors()
         meta.update(epoch=result.epochs, step=step, best_epoch=result.best_epoch,
-                    best_valid_elbo=result.best_valid_elbo, bad_epochs=bad_epochs,
+                    best_valid_score=result.best_valid_score, bad_epochs=bad_epochs,
                     seconds=result.seconds)
         save_tensors(self.run_dir / LAST, tensors, meta)
 
@@ -235,7 +289,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(cuda_states)
         history = [r for r in read_metrics(self.run_dir / METRICS) if r["epoch"] <= meta["epoch"]]
         result = TrainResult(history=history, best_epoch=meta["best_epoch"],
-                             best_valid_elbo=meta["best_valid_elbo"], epochs=meta["epoch"],
+                             best_valid_score=meta["best_valid_score"], epochs=meta["epoch"],
                              seconds=meta.get("seconds", 0.0))
         if (self.run_dir / BEST).is_file():
             best, _ = load_tensors(self.run_dir / BEST)
@@ -246,7 +300,7 @@ class Trainer:
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.run_dir is not None:
             save_tensors(self.run_dir / BEST, self.best_state,
-                         {"epoch": result.best_epoch, "valid_elbo": result.best_valid_elbo,
+                         {"epoch": result.best_epoch, "valid_score": result.best_valid_score,
                           "data_dim": self.train_x.shape[1]})
 
     def _rewrite_metrics(self, history: list[dict]) -> None:
@@ -327,17 +381,17 @@ class Trainer:
                         f"last good checkpoint (epoch {result.epochs}) is kept"
                         f"{' in ' + str(self.run_dir) if self.run_dir else ''}: lower --lr "
                         "and train again, or resume from it")
-                valid = validation_elbo(self.model, self.valid_x, kl=cfg.kl)
+                valid = validation_score(self.model, self.valid_x, kl=cfg.kl)
                 result.epochs = epoch + 1
                 result.seconds = time.perf_counter() - session_start
-                if valid > result.best_valid_elbo:
-                    result.best_valid_elbo, result.best_epoch = valid, epoch + 1
+                if valid > result.best_valid_score:
+                    result.best_valid_score, result.best_epoch = valid, epoch + 1
                     bad_epochs = 0
                     self._save_best(result)
                 else:
                     bad_epochs += 1
                 record = {"epoch": epoch + 1, "step": step, "examples": (epoch + 1) * n,
-                          "lr": lr, "train_bound": train_bound, "valid_elbo": valid,
+                          "lr": lr, "train_bound": train_bound, "valid_score": valid,
                           "epoch_seconds": round(time.perf_counter() - epoch_start, 4),
                           "seconds": round(result.seconds, 3)}
                 if self._monitor_due(epoch + 1, total_epochs):
@@ -349,7 +403,7 @@ class Trainer:
                 self._append_metrics(record)
                 if writer is not None:
                     writer.add_scalar("bound/train", train_bound, epoch + 1)
-                    writer.add_scalar("elbo/valid", valid, epoch + 1)
+                    writer.add_scalar("valid/" + validation_name(self.model), valid, epoch + 1)
                     writer.add_scalar("lr", lr, epoch + 1)
                     if "monitor_log_likelihood" in record:
                         writer.add_scalar(f"monitor/L_{cfg.monitor_num_samples}",
@@ -357,10 +411,10 @@ class Trainer:
                 if show_lines and time.perf_counter() - last_line > 10:
                     last_line = time.perf_counter()
                     self.log(f"epoch {epoch + 1}/{total_epochs}  train bound {train_bound:.3f}  "
-                             f"valid ELBO {valid:.3f} nats  lr {lr:.2e}  "
+                             f"valid {validation_name(self.model)} {valid:.3f}  lr {lr:.2e}  "
                              f"({result.seconds:.0f} s)")
                 if cfg.patience and bad_epochs >= cfg.patience:
-                    result.stopped = (f"early stopping: no better validation ELBO in "
+                    result.stopped = (f"early stopping: no better validation score in "
                                       f"{cfg.patience} epochs")
                     break
         finally:

@@ -17,19 +17,25 @@ An estimator is an :class:`Estimator` (``forward(model, x) -> Losses``) register
 ``wake-sleep``  Hinton et al. (1995): wake-theta, sleep-phi
 ``rws``         reweighted wake-sleep (Bornschein & Bengio 2015), wake/sleep-phi mix
 ``rws-dreg``    RWS with the doubly reparameterized wake-phi gradient
+``reconstruction``  autoencoders' own loss (``model.training_losses``)
+``vq``          the VQ-VAE's own loss (reconstruction + commitment, EMA codebook)
 =============  ==============================================================================
+
+Mixture models are fitted by EM instead (objective ``em``, :mod:`vaekit.mixtures`).
 """
 
 from __future__ import annotations
 
-from . import reparameterized, score_function, wake_sleep  # noqa: F401  (register them)
+from . import own_loss, reparameterized, score_function, wake_sleep  # noqa: F401  (register)
 from .base import ESTIMATORS, Estimator, Losses, get_estimator, register_estimator
+from .own_loss import OwnLoss, Reconstruction, VectorQuantization
 from .reparameterized import CIWAE, ELBO, ELBOSTL, IWAE, IWAESTL, MIWAE, PIWAE, IWAEDReG
 from .score_function import BASELINES, VIMCO, ScoreFunctionELBO
 from .wake_sleep import RWS, RWSDReG, WakeSleep, sleep_loss
 
 __all__ = [
     "BASELINES", "CIWAE", "ELBO", "ELBOSTL", "ESTIMATORS", "IWAE", "IWAEDReG", "IWAESTL",
-    "Estimator", "Losses", "MIWAE", "PIWAE", "RWS", "RWSDReG", "ScoreFunctionELBO", "VIMCO",
-    "WakeSleep", "get_estimator", "register_estimator", "sleep_loss",
+    "Estimator", "Losses", "MIWAE", "OwnLoss", "PIWAE", "RWS", "RWSDReG", "Reconstruction",
+    "ScoreFunctionELBO", "VIMCO", "VectorQuantization", "WakeSleep", "get_estimator",
+    "register_estimator", "sleep_loss",
 ]

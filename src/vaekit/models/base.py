@@ -19,6 +19,8 @@ class LatentVariableModel(nn.Module):
 
     latent_dim: int
     likelihood: str     # "bernoulli" or "gaussian": what p(x|z) is
+    default_objective = "elbo"       # what ``--objective auto`` trains it with
+    own_objective = False            # True: only its own objective(s) apply
 
     def prior(self) -> Distribution:
         """p(z), batch shape ``()``."""
@@ -44,6 +46,14 @@ class LatentVariableModel(nn.Module):
     def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
         """E[x|z], shape ``(..., D)``."""
         return self.decoder(z).mean
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """A point in latent space for each ``x: (B, D)``: the posterior mean E_q[z|x]."""
+        return self.encoder(x).mean
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] as data (the inverse map of :meth:`embed` for figures)."""
+        return self.decoder_mean(z)
 
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
         """Start the decoder at the data mean when the model has such a bias (default: no-op)."""

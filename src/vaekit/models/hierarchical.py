@@ -1,0 +1,195 @@
+"""A VAE with several stochastic layers (Burda et al. 2016, Sec. 5 and Appendix B).
+
+Generative model  p(z_L) p(z_{L-1}|z_L) ... p(z_1|z_2) p(x|z_1),  p(z_L) = N(0, I);
+inference model   q(z_1|x) q(z_2|z_1) ... q(z_L|z_{L-1}),
+every conditional a diagonal Gaussian whose mean and log standard deviation come from an MLP
+(the IWAE code's "GaussianSampler"). The IWAE paper's two-layer model is
+784-[200,200]-100-[100,100]-50 with tanh units: ``latent_dims=(100, 50)``,
+``hidden_sizes=(200, 200)``, ``upper_hidden_sizes=(100, 100)``.
+
+The latent variable is the concatenation z = (z_1, ..., z_L), so the model offers the same
+``prior()``, ``encoder(x)``, ``decoder(z)`` as a one-layer VAE and every objective and
+estimator of vaekit runs on it unchanged: ``prior()`` and ``encoder(x)`` are
+:class:`AncestralDistribution` objects (sampled ancestrally, reparameterized, with exact
+``log_prob``), ``decoder(z)`` reads z_1. No closed-form KL exists, so the ELBO's KL term is
+estimated by Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, constraints
+from torch.func import functional_call
+
+from ..distributions import bernoulli, diagonal_normal, stop_gradient
+from ..nn import mlp
+from .base import LatentVariableModel
+
+
+class ConditionalGaussian(nn.Module):
+    """h -> N(mu(h), diag sigma(h)^2), one MLP with a 2*out_dim output (mean, log sigma)."""
+
+    def __init__(self, in_dim: int, hidden_sizes: Sequence[int], out_dim: int,
+                 activation: str = "tanh") -> None:
+        super().__init__()
+        self.net = mlp(in_dim, hidden_sizes, 2 * out_dim, activation)
+
+    def forward(self, h: torch.Tensor, frozen: bool = False) -> Distribution:
+        """``h: (..., in_dim)``; ``frozen`` evaluates the MLP with detached weights (the
+        distribution is then differentiable in ``h`` only: the stop-gradient of STL/DReG)."""
+        if frozen:
+            params = {k: v.detach() for k, v in self.net.named_parameters()}
+            out = functional_call(self.net, params, (h,))
+        else:
+            out = self.net(h)
+        loc, log_scale = out.chunk(2, dim=-1)
+        return diagonal_normal(loc, log_scale.exp())
+
+
+class AncestralDistribution(Distribution):
+    """A distribution over z = (z_1, ..., z_L) (concatenated in slot order) defined by a root
+    distribution over one slot and conditionals, each giving a slot from another slot.
+
+    Args:
+        root: distribution of slot ``root_slot`` (batch shape ``()`` or ``(B,)``).
+        root_slot: its slot.
+        steps: ``(slot, parent_slot, conditional)`` in sampling order; ``conditional`` is a
+            :class:`ConditionalGaussian`.
+        sizes: the dimension of each slot.
+        frozen: evaluate the conditionals with detached weights (see :meth:`stop_gradient`).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, root: Distribution, root_slot: int,
+                 steps: Sequence[tuple[int, int, ConditionalGaussian]], sizes: Sequence[int],
+                 frozen: bool = False) -> None:
+        self.root, self.root_slot, self.steps = root, root_slot, list(steps)
+        self.sizes, self.frozen = list(sizes), frozen
+        super().__init__(root.batch_shape, torch.Size([sum(self.sizes)]), validate_args=False)
+
+    def _cat(self, values: dict[int, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([values[i] for i in range(len(self.sizes))], dim=-1)
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        values = {self.root_slot: self.root.rsample(sample_shape)}
+        for slot, parent, cond in self.steps:
+            values[slot] = cond(values[parent], self.frozen).rsample()
+        return self._cat(values)
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        parts = value.split(self.sizes, dim=-1)
+        total = self.root.log_prob(parts[self.root_slot])
+        for slot, parent, cond in self.steps:
+            total = total + cond(parts[parent], self.frozen).log_prob(parts[slot])
+        return total
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Ancestral plug-in means: each conditional's mean at its parent's mean (exact for the
+        root; for lower slots an approximation of E[z_l], used for active units and plots)."""
+        values = {self.root_slot: self.root.mean}
+        for slot, parent, cond in self.steps:
+            values[slot] = cond(values[parent], self.frozen).mean
+        return self._cat(values)
+
+    def stop_gradient(self) -> AncestralDistribution:
+        return AncestralDistribution(stop_gradient(self.root), self.root_slot, self.steps,
+                                     self.sizes, frozen=True)
+
+
+class HierarchicalVAE(LatentVariableModel):
+    """Args:
+        data_dim: D.
+        latent_dims: (d_1, ..., d_L), bottom (nearest x) first.
+        hidden_sizes: hidden widths between x and z_1 (both directions).
+        upper_hidden_sizes: hidden widths between z_l and z_{l+1} (both directions).
+        activation, likelihood, decoder_std, learn_decoder_std: as for :class:`VAE`.
+    """
+
+    def __init__(self, data_dim: int, latent_dims: Sequence[int] = (100, 50),
+                 hidden_sizes: Sequence[int] = (200, 200),
+                 upper_hidden_sizes: Sequence[int] = (100, 100), activation: str = "tanh",
+                 likelihood: str = "bernoulli", decoder_std: float = 0.1,
+                 learn_decoder_std: bool = True) -> None:
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
+        if len(latent_dims) < 1:
+            raise ValueError("latent_dims needs at least one layer")
+        self.data_dim, self.likelihood = int(data_dim), likelihood
+        self.latent_dims = [int(d) for d in latent_dims]
+        self.latent_dim = sum(self.latent_dims)
+        L = len(self.latent_dims)
+        self.q_layers = nn.ModuleList(
+            [ConditionalGaussian(data_dim, hidden_sizes, self.latent_dims[0], activation)]
+            + [ConditionalGaussian(self.latent_dims[i - 1], upper_hidden_sizes,
+                                   self.latent_dims[i], activation) for i in range(1, L)])
+        self.p_layers = nn.ModuleList(     # p(z_i | z_{i+1}) for i = 0 .. L-2
+            [ConditionalGaussian(self.latent_dims[i + 1], tuple(reversed(upper_hidden_sizes)),
+                                 self.latent_dims[i], activation) for i in range(L - 1)])
+        self.decoder_net = mlp(self.latent_dims[0], tuple(reversed(hidden_sizes)), data_dim,
+                               activation)
+        self.register_buffer("prior_loc", torch.zeros(self.latent_dims[-1]))
+        self.register_buffer("prior_scale", torch.ones(self.latent_dims[-1]))
+        log_std = torch.tensor(math.log(decoder_std))
+        if likelihood == "gaussian" and learn_decoder_std:
+            self.decoder_log_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("decoder_log_std", log_std)
+
+    @classmethod
+    def from_config(cls, config, data_dim: int) -> HierarchicalVAE:
+        """From a :class:`vaekit.config.ModelConfig` (``latent_dims``, ``hidden_sizes``,
+        ``upper_hidden_sizes``, ...)."""
+        return cls(data_dim, latent_dims=config.latent_dims or (config.latent_dim,),
+                   hidden_sizes=config.hidden_sizes,
+                   upper_hidden_sizes=config.upper_hidden_sizes,
+                   activation=config.activation, likelihood=config.likelihood,
+                   decoder_std=config.decoder_std, learn_decoder_std=config.learn_decoder_std)
+
+    def prior(self) -> AncestralDistribution:
+        """p(z) = p(z_L) prod_l p(z_l | z_{l+1}), over the concatenation of all layers."""
+        L = len(self.latent_dims)
+        root = diagonal_normal(self.prior_loc, self.prior_scale)
+        steps = [(i, i + 1, self.p_layers[i]) for i in reversed(range(L - 1))]
+        return AncestralDistribution(root, L - 1, steps, self.latent_dims)
+
+    def encoder(self, x: torch.Tensor) -> AncestralDistribution:
+        """q(z|x) = q(z_1|x) prod_l q(z_l | z_{l-1}) for ``x: (B, D)``."""
+        steps = [(i, i - 1, self.q_layers[i]) for i in range(1, len(self.latent_dims))]
+        return AncestralDistribution(self.q_layers[0](x), 0, steps, self.latent_dims)
+
+    def decoder(self, z: torch.Tensor) -> Distribution:
+        """p(x|z_1), reading the first ``latent_dims[0]`` coordinates of ``z: (..., sum d)``."""
+        out = self.decoder_net(z[..., :self.latent_dims[0]])
+        if self.likelihood == "bernoulli":
+            return bernoulli(out)
+        return diagonal_normal(out, self.decoder_log_std.exp().expand_as(out))
+
+    def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.decoder_net(z[..., :self.latent_dims[0]])
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    @torch.no_grad()
+    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
+        """As :meth:`VAE.init_decoder_bias`: logit of the data mean (Bernoulli) or the mean."""
+        last = self.decoder_net[-1]
+        if self.likelihood == "bernoulli":
+            p = train_mean.clamp(1e-3, 1 - 1e-3)
+            last.bias.copy_(torch.log(p) - torch.log1p(-p))
+        else:
+            last.bias.copy_(train_mean)
+
+    def inference_parameters(self) -> Iterator[nn.Parameter]:
+        return self.q_layers.parameters()
