@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .config import SECTIONS, Config, field_types, load_config, set_field
+from .config import PRESETS, SECTIONS, Config, field_types, load_config, set_field
 from .errors import ConfigError, VaekitError
 from .io import read_json
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and write a run directory",
                        description="Train a model, evaluate it on the test set and draw figures.")
     t.add_argument("--config", metavar="FILE|PRESET",
-                   help="a JSON/TOML configuration file or a preset: default, iwae-paper-1layer")
+                   help="a JSON/TOML configuration file or a preset: " + ", ".join(PRESETS))
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the interrupted run in RUN")
     t.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")

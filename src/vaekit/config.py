@@ -350,6 +350,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+PRESETS["iwae-paper-2layer"] = {
+    # The two-stochastic-layer model of Burda et al. (2016): 784-[200,200]-100-[100,100]-50
+    # (tanh), same optimiser and schedule as the one-layer preset.
+    "data": PRESETS["iwae-paper-1layer"]["data"],
+    "model": {"model": "hierarchical-vae", "latent_dims": [100, 50], "hidden_sizes": [200, 200],
+              "upper_hidden_sizes": [100, 100], "activation": "tanh", "likelihood": "bernoulli"},
+    "train": PRESETS["iwae-paper-1layer"]["train"],
+}
+
+
 def load_config(name_or_path: str | None) -> Config:
     """A preset by name, or a JSON / TOML file (a partial one is completed with defaults).
 
