@@ -133,13 +133,15 @@ def plot_curves(history: Sequence[dict], valid_name: str = "ELBO") -> Figure:
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in history]
+    nan = float("nan")
     train = [r.get("train_bound", r.get("train_elbo")) for r in history]
     valid = [r.get("valid_score", r.get("valid_elbo")) for r in history]
+    train, valid = ([nan if v is None else v for v in vs] for vs in (train, valid))
     ax.plot(epochs, train, label="training objective")
     ax.plot(epochs, valid, label=f"validation {valid_name}")
     if epochs and max(epochs) > 100:
         ax.set_xscale("log")
-    vals = [v for v in train + valid if v is not None and math.isfinite(v)]
+    vals = [v for v in train + valid if math.isfinite(v)]
     if vals:   # the first epochs can be far below the rest: show the informative range
         lo, hi = np.percentile(vals, 5), max(vals)
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo) + 1e-6)

@@ -172,15 +172,14 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
 def fit_em(model, dataset: Dataset, config: Config, run_dir: Path, binarization: str,
            log: Callable[[str], None]) -> TrainResult:
     """Fit a mixture by EM (restarts, tolerance and iterations from ``config.train``), write
-    ``best.safetensors`` and one ``metrics.jsonl`` record per EM iteration."""
-    import time as _time
-
+    ``best.safetensors`` and one ``metrics.jsonl`` record per EM iteration (its ``epoch`` is
+    the iteration)."""
     device = resolve_device(config.train.device)
     x = binarize_fixed(dataset.train) if binarization == "dynamic" else dataset.train
     x = x.to(device)                      # EM needs fixed data: grey levels binarized once
-    start = _time.perf_counter()
+    start = time.perf_counter()
     model.to(device).fit(x)
-    seconds = _time.perf_counter() - start
+    seconds = time.perf_counter() - start
     history = [{"epoch": i + 1, "train_bound": ll, "valid_score": None}
                for i, ll in enumerate(model.history_)]
     valid = float(model.score_samples(eval_split(dataset, "valid", binarization).to(device))
