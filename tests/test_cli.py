@@ -215,3 +215,48 @@ def test_compare_runs_table_and_figures(trained, tiny_npz, tmp_path, capsys):
     assert rows[1]["monitor"] and not rows[0]["monitor"]
     assert (out / "compare.png").is_file() and (out / "compare_latent.png").is_file()
     assert "wake-sleep" in stdout and "test log-lik." in stdout
+
+
+def test_mixture_runs_fit_by_em_and_evaluate_exactly(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "gmm"
+    code, stdout, err = run(capsys, "train", "--model", "gmm", "--data", "gaussian-mixture-2d",
+                            "--num-components", "3", "--out", out, "--no-progress")
+    assert code == 0, err
+    assert {"mixture.png", "curves.png", "best.safetensors", "eval.json"} <= {
+        p.name for p in out.iterdir()}
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["num_samples"] is None and ev["bits_per_dim"] is None
+    from vaekit.data import load_dataset
+    from vaekit.synthetic import true_gaussian_mixture_2d
+    truth = float(true_gaussian_mixture_2d().score_samples(
+        load_dataset("gaussian-mixture-2d").test.double()).mean())
+    assert abs(ev["log_likelihood"] - truth) < 0.05          # EM recovers the true density
+    assert "log-likelihood (exact)" in stdout and "EM iterations" in stdout
+    code, stdout, _ = run(capsys, "evaluate", out, "--json")
+    assert code == 0 and json.loads(stdout)["log_likelihood"] == pytest.approx(
+        ev["log_likelihood"])
+
+    mob = tmp_path / "mob"
+    code, _, err = run(capsys, "train", "--model", "bernoulli-mixture", "--data", tiny_npz,
+                       "--num-components", "4", "--out", mob, "--no-progress")
+    assert code == 0, err
+    ev = json.loads((mob / "eval.json").read_text())
+    assert ev["log_likelihood"] < 0 and ev["bits_per_dim"] > 0
+    assert (mob / "components.png").is_file() and (mob / "samples.png").is_file()
+
+    code, stdout, err = run(capsys, "importance-sampling", out, "--sample-sizes", "1,100",
+                            "--repeats", "20", "--points", "5")
+    assert code == 0, err
+    rows = json.loads((out / "importance_sampling.json").read_text())
+    assert {(r["estimator"], r["n"]) for r in rows} == {
+        (e, n) for e in ("prior", "posterior", "wrong-component") for n in (1, 100)}
+    assert all(r["std_log_p"] < 1e-9 for r in rows if r["estimator"] == "posterior")
+    code, _, err = run(capsys, "importance-sampling", mob.parent / "run-missing")
+    assert code != 0
+
+
+def test_model_and_objective_must_fit_together(capsys):
+    code, _, err = run(capsys, "train", "--model", "autoencoder", "--objective", "iwae")
+    assert "trained with objective reconstruction" in _one_line_error(code, err)
+    code, _, err = run(capsys, "train", "--model", "vae", "--objective", "vq")
+    assert "belongs to another model family" in _one_line_error(code, err)

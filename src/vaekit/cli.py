@@ -118,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", metavar="DIR", help="where the datasets are now, if moved")
     _add_common(c)
 
+    i = sub.add_parser("importance-sampling",
+                       help="the importance-sampling lesson on a mixture: bias and variance of "
+                            "estimates of p(x) against the exact value",
+                       description="Estimate p(x) and log p(x) of a mixture's test points by "
+                                   "sampling z from the prior, from the exact posterior and "
+                                   "from a poor proposal, and report bias and spread against "
+                                   "the exact values as the number of samples grows.")
+    i.add_argument("run", metavar="RUN", nargs="?",
+                   help="a gmm / bernoulli-mixture run (default: the true mixture of "
+                        "gaussian-mixture-2d)")
+    i.add_argument("--sample-sizes", default="1,10,100,1000,10000", metavar="N,N,...")
+    i.add_argument("--repeats", type=int, default=200, help="independent estimates per point")
+    i.add_argument("--points", type=int, default=50, help="test points used")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--out", metavar="DIR", help="where the json and png go (default: RUN, or "
+                                                "runs/importance-sampling)")
+    i.add_argument("--json", action="store_true", help="print the rows as JSON")
+
     s = sub.add_parser("sample", help="draw samples, reconstructions and other figures of a run")
     s.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
     s.add_argument("--checkpoint", choices=("best", "last"), default="best")
@@ -206,14 +224,18 @@ def _cmd_train(args) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     tr = summary["train"]
-    print(f"run directory: {summary['run_dir']}")
-    print(f"  config.json, best.safetensors, last.safetensors, metrics.jsonl, tensorboard/"
-          f"{', eval.json' if 'eval' in summary else ''}")
-    if summary.get("figures"):
-        print("  figures: " + ", ".join(p.rsplit("/", 1)[-1] for p in summary["figures"]))
-    print(f"trained {tr['epochs']} epochs in {tr['seconds']:.0f} s ({tr['stopped']}); best "
-          f"validation {tr['valid_name']} {tr['best_valid_score']:.2f} at epoch "
-          f"{tr['best_epoch']}")
+    run_dir = Path(summary["run_dir"])
+    figures = [Path(p).name for p in summary.get("figures", [])]
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()
+                   if p.name not in figures and not p.name.startswith("."))
+    print(f"run directory: {run_dir}")
+    print("  " + ", ".join(files))
+    if figures:
+        print("  figures: " + ", ".join(figures))
+    unit = "EM iterations" if tr["stopped"].startswith("EM") else "epochs"
+    print(f"trained {tr['epochs']} {unit} in {tr['seconds']:.1f} s ({tr['stopped']}); best "
+          f"validation {tr['valid_name']} {tr['best_valid_score']:.2f} at "
+          f"{unit[:-1]} {tr['best_epoch']}")
     if "eval" in summary:
         print(format_eval(summary["eval"]))
     return 0
@@ -324,6 +346,52 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_importance_sampling(args) -> int:
+    from . import plotting
+    from .importance_sampling import importance_sampling_study
+    from .io import write_json
+    sizes = _int_list(args.sample_sizes, "--sample-sizes")
+    if args.repeats < 2 or args.points < 1:
+        raise ConfigError("--repeats must be >= 2 and --points >= 1")
+    if args.run:
+        from .runs import load_run
+        run = load_run(args.run)
+        if not hasattr(run.model, "log_joint"):
+            raise ConfigError(f"{args.run} is not a mixture run (gmm or bernoulli-mixture)")
+        mixture, x = run.model, eval_test(run)
+        out = Path(args.out) if args.out else run.path
+        source = f"{run.config.model.model} fitted in {run.path}"
+    else:
+        from .data import load_dataset
+        from .synthetic import true_gaussian_mixture_2d
+        mixture = true_gaussian_mixture_2d()
+        x = load_dataset("gaussian-mixture-2d").test.double()
+        out = Path(args.out or "runs/importance-sampling")
+        source = "the true mixture of gaussian-mixture-2d"
+    x = x[:args.points].to(next(iter(mixture.buffers())).device, mixture.weights.dtype)
+    rows = importance_sampling_study(mixture, x, sizes, args.repeats, args.seed)
+    write_json(out / "importance_sampling.json", rows)
+    plotting.save_figure(plotting.plot_importance_sampling(rows), out / "importance_sampling.png")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"estimates of p(x) for {x.shape[0]} test points of {source}; {args.repeats} "
+          f"repeats; bias and sd averaged over points")
+    print(f"  {'proposal':<16} {'n':>6}  {'rel. bias of p^':>15} {'rel. sd of p^':>13} "
+          f"{'bias of log p^':>14} {'sd of log p^':>12}")
+    for r in rows:
+        print(f"  {r['estimator']:<16} {r['n']:>6}  {r['rel_bias_p']:>15.4f} "
+              f"{r['rel_std_p']:>13.4f} {r['bias_log_p']:>14.4f} {r['std_log_p']:>12.4f}")
+    print(f"wrote {out / 'importance_sampling.json'} and {out / 'importance_sampling.png'}")
+    return 0
+
+
+def eval_test(run) -> torch.Tensor:
+    """The run's test split as evaluated (binarized once under dynamic binarization)."""
+    from .data import eval_split
+    return eval_split(run.dataset, "test", run.binarization)
+
+
 def _warning(message, category, filename, lineno, line=None) -> str:
     return f"vaekit: warning: {message}\n"
 
@@ -353,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
             torch.set_num_threads(args.threads)
         return {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
-                "gradients": _cmd_gradients, "compare": _cmd_compare}[args.command](args)
+                "gradients": _cmd_gradients, "compare": _cmd_compare,
+                "importance-sampling": _cmd_importance_sampling}[args.command](args)
     except VaekitError as e:
         print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -72,6 +72,12 @@ class ModelConfig:
     num_components: int = _f(10, "gmm / bernoulli-mixture: number of components")
     covariance_type: str = _f("full", "gmm: full | diag")
     reg_covar: float = _f(1e-6, "gmm: added to the covariances' diagonal")
+    bernoulli_alpha: float = _f(0.1, "bernoulli-mixture: Beta(1+a, 1+a) smoothing of the "
+                                     "component probabilities in the M-step")
+    em_max_iter: int = _f(100, "mixtures: maximum EM iterations per restart")
+    em_tol: float = _f(1e-3, "mixtures: stop when the mean log-likelihood gains less (nats)")
+    em_restarts: int = _f(1, "mixtures: restarts from fresh initialisations; the best is kept")
+    em_init: str = _f("k-means++", "mixtures: initialisation k-means++ | random")
 
 
 @dataclass
@@ -103,9 +109,6 @@ class TrainConfig:
     seed: int = _f(0, "random seed: the same seed gives the same run")
     eval_num_samples: int = _f(5000, "k of the importance-weighted test log-likelihood")
     pretrain_epochs: int = _f(5, "stacked-autoencoder: epochs of greedy pre-training per layer")
-    em_max_iter: int = _f(100, "mixtures: maximum EM iterations per restart")
-    em_tol: float = _f(1e-3, "mixtures: stop when the mean log-likelihood gains less (nats)")
-    em_restarts: int = _f(1, "mixtures: k-means++ restarts; the best is kept")
     monitor_every: int = _f(0, "every this many epochs (and after the first) record L_k on the "
                                "test set in metrics.jsonl (0: off)")
     monitor_num_samples: int = _f(1000, "k of the monitored bound L_k")
@@ -157,10 +160,18 @@ class Config:
         from .models import MODELS
         return getattr(MODELS[self.model.model], "default_objective", "elbo")
 
+    def resolved_likelihood(self) -> str:
+        """The decoder's likelihood: fixed by families that have one (a Gaussian mixture is
+        Gaussian, a Bernoulli mixture Bernoulli), else ``model.likelihood``."""
+        from .models import MODELS
+        fixed = getattr(MODELS[self.model.model], "likelihood", None)
+        return fixed if isinstance(fixed, str) else self.model.likelihood
+
     def resolved(self) -> Config:
         """A copy with ``auto`` choices made (what a run directory's config.json records)."""
         train = dataclasses.replace(self.train, objective=self.resolved_objective())
-        return dataclasses.replace(self, train=train)
+        model = dataclasses.replace(self.model, likelihood=self.resolved_likelihood())
+        return dataclasses.replace(self, train=train, model=model)
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> Config:
@@ -192,14 +203,17 @@ class Config:
         _choice("noise", m.noise, ("none", "masking", "gaussian"))
         _choice("covariance_type", m.covariance_type, ("full", "diag"))
         _choice("code_prior", m.code_prior, ("categorical", "autoregressive"))
+        _choice("em_init", m.em_init, ("k-means++", "random"))
         _choice("lr_schedule", t.lr_schedule, LR_SCHEDULES)
         for name in ("latent_dim", "num_latents", "embedding_dim", "codebook_size",
-                     "num_components"):
+                     "num_components", "em_max_iter", "em_restarts"):
             _positive(name, getattr(m, name))
         if any(v <= 0 for v in [*m.latent_dims, *m.upper_hidden_sizes]):
             raise ConfigError("latent_dims and upper_hidden_sizes must be positive widths")
         if not 0 <= m.noise_level or (m.noise == "masking" and m.noise_level >= 1):
             raise ConfigError(f"noise_level must be >= 0 (< 1 for masking), got {m.noise_level}")
+        if not (math.isfinite(m.bernoulli_alpha) and m.bernoulli_alpha >= 0):
+            raise ConfigError(f"bernoulli_alpha must be >= 0, got {m.bernoulli_alpha}")
         if not 0 < m.ema_decay < 1:
             raise ConfigError(f"ema_decay must lie in (0, 1), got {m.ema_decay}")
         if not m.hidden_sizes or any(h <= 0 for h in m.hidden_sizes):
@@ -207,7 +221,7 @@ class Config:
                 f"hidden_sizes must be one or more positive widths, got {m.hidden_sizes}")
         for name in ("num_samples", "epochs", "batch_size", "schedule_stages",
                      "eval_num_samples", "num_groups", "monitor_num_samples",
-                     "monitor_examples", "em_max_iter", "em_restarts"):
+                     "monitor_examples"):
             _positive(name, getattr(t, name))
         for name in ("patience", "monitor_every", "pretrain_epochs"):
             if getattr(t, name) < 0:
@@ -221,7 +235,7 @@ class Config:
         for name, value in (("decoder_std", m.decoder_std), ("lr", t.lr),
                             ("lr_final", t.lr_final), ("adam_eps", t.adam_eps),
                             ("commitment_cost", m.commitment_cost), ("reg_covar", m.reg_covar),
-                            ("em_tol", t.em_tol)):
+                            ("em_tol", m.em_tol)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         for name in ("adam_beta1", "adam_beta2"):

@@ -15,6 +15,9 @@ Named datasets (:data:`DATASETS`):
     ``binarized_mnist_{train,valid,test}.amat`` files; when absent the ``.amat`` files are
     downloaded into the cache and their sha256 checked.
 
+``gaussian-mixture-2d``
+    A synthetic mixture of 3 Gaussians in R^2 with known parameters (:mod:`vaekit.synthetic`).
+
 A user's array file (any other ``dataset`` value is taken as a path), see :func:`load_array_file`.
 """
 
@@ -405,9 +408,17 @@ def load_array_file(path: str | os.PathLike) -> Dataset:
                    test_labels=_tensor(ys[2]))
 
 
+def load_gaussian_mixture_2d(data_dir: str | os.PathLike | None = None) -> Dataset:
+    """The seeds' worked example: 3,000 points from a mixture of 3 Gaussians in R^2 with known
+    parameters (:mod:`vaekit.synthetic`), split 2400/300/300, labels = true components."""
+    from .synthetic import gaussian_mixture_2d
+    return gaussian_mixture_2d()
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist-5k": load_mnist_5k,
     "binarized-mnist": load_binarized_mnist,
+    "gaussian-mixture-2d": load_gaussian_mixture_2d,
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -67,30 +67,6 @@ def plot_denoising(noisy, clean, reconstructed, image_shape: Sequence[int]) -> F
     stacked = np.concatenate([_np(noisy), _np(clean), _np(reconstructed)])
     return _image_figure(np.clip(tile_images(stacked, image_shape, len(_np(clean))), 0, 1),
                          "corrupted input (top), clean (middle), reconstruction (bottom)")
-
-
-def plot_mixture_2d(x, labels, mixture, title: str = "test data and fitted components") -> Figure:
-    """2-D data (coloured by ``labels`` when given) with each Gaussian component's mean and
-    2-standard-deviation ellipse."""
-    from matplotlib.patches import Ellipse
-    x = _np(x)
-    fig = Figure(figsize=(5.5, 4.8))
-    ax = fig.add_subplot()
-    kw = {"c": _np(labels), "cmap": "tab10"} if labels is not None else {}
-    ax.scatter(x[:, 0], x[:, 1], s=5, alpha=0.5, **kw)
-    means = _np(mixture.means_)
-    covs = _np(mixture.covariances_)
-    for k in range(means.shape[0]):
-        cov = covs[k] if covs.ndim == 3 else np.diag(covs[k])
-        vals, vecs = np.linalg.eigh(cov)
-        angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
-        ax.add_patch(Ellipse(means[k], 4 * np.sqrt(vals[-1]), 4 * np.sqrt(vals[0]),
-                             angle=angle, fill=False, color="black", lw=1.5))
-        ax.plot(*means[k], "k+", ms=10)
-    ax.set_title(title, fontsize=10)
-    ax.set_aspect("equal", adjustable="datalim")
-    fig.tight_layout()
-    return fig
 
 
 def plot_interpolations(paths, image_shape: Sequence[int]) -> Figure:
@@ -224,3 +200,168 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
     """Write ``fig`` as PNG, atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
+
+
+# ------------------------------------------------------------------ mixtures and the
+# importance-sampling lesson (vaekit.mixtures, vaekit.importance_sampling)
+PLOT_ZERO = 1e-12
+"""Plotted values below this (the posterior proposal's zeros, up to float rounding) are drawn as
+downward triangles at the bottom of their panel."""
+
+
+def plot_importance_sampling(rows: Sequence[Mapping]) -> Figure:
+    """Bias and standard deviation against n (log-log), one line per estimator.
+
+    Top: p_hat(x) relative to p(x): |relative bias| with its 2 standard errors dotted (for these
+    unbiased estimators the bias is Monte Carlo noise), and the relative sd. Bottom: log
+    p_hat(x) in nats: |bias| (biased low) and sd. Dashed grey: the theory for the prior
+    proposal from ``rel_var_p_theory`` = Var[p_hat]/p^2 (sd = its square root, exact for p_hat
+    and the large-n delta method for log p_hat; log-bias ~ -Var/(2 p^2), shrinking like 1/n).
+    Values below :data:`PLOT_ZERO` (the posterior proposal: zero up to rounding) are
+    drawn as downward triangles at the bottom of the panel.
+
+    Args:
+        rows: the output of :func:`importance_sampling_study`.
+    """
+    fig = Figure(figsize=(10.5, 7.5))
+    axes = fig.subplots(2, 2)
+    panels = (
+        (axes[0, 0], "rel_bias_p", "rel_bias_p_se", r"$|$bias$|$ of $\hat p(x)/p(x)$", None),
+        (axes[0, 1], "rel_std_p", None, r"sd of $\hat p(x)/p(x)$", np.sqrt),
+        (axes[1, 0], "bias_log_p", "bias_log_p_se", r"$|$bias$|$ of $\log\hat p(x)$ (nats)",
+         lambda v: v / 2),
+        (axes[1, 1], "std_log_p", None, r"sd of $\log\hat p(x)$ (nats)", np.sqrt),
+    )
+    prior = sorted((r for r in rows if r["estimator"] == "prior"), key=lambda r: r["n"])
+    prior_var = np.array([r["rel_var_p_theory"] for r in prior])       # Var[p_hat] / p^2
+    names = list(dict.fromkeys(r["estimator"] for r in rows))
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    for ax, key, se_key, title, theory in panels:
+        curves = []                                       # (name, n, values, is the s.e.)
+        for name in names:
+            sel = sorted((r for r in rows if r["estimator"] == name), key=lambda r: r["n"])
+            n = np.array([r["n"] for r in sel], dtype=float)
+            curves.append((name, n, np.abs([r[key] for r in sel]), False))
+            if se_key is not None:
+                curves.append((name, n, 2 * np.array([r[se_key] for r in sel]), True))
+        big = np.concatenate([c[2][c[2] >= PLOT_ZERO] for c in curves] + [np.ones(0)])
+        bottom = big.min() / 10 if big.size else 1e-6
+        any_zero = False
+        for name, n, v, is_se in curves:
+            ok = v >= PLOT_ZERO
+            any_zero |= bool((~ok).any()) and not is_se
+            if is_se:
+                ax.plot(n[ok], v[ok], linestyle=":", color=colors[name], linewidth=1)
+                continue
+            ax.plot(n, np.where(ok, v, bottom * 1.5), color=colors[name], label=name,
+                    linestyle="-" if ok.all() else "--", marker="o" if ok.all() else None)
+            ax.plot(n[ok], v[ok], "o", color=colors[name])
+            ax.plot(n[~ok], np.full((~ok).sum(), bottom * 1.5), "v", color=colors[name])
+        handles = []
+        if theory is not None and prior:       # sd = sqrt(Var), log-bias ~ -Var / 2 (large n)
+            (guide,) = ax.plot([r["n"] for r in prior], theory(prior_var), color="0.5",
+                               linestyle="--", linewidth=1, label="theory, prior (large n)")
+            handles.append(guide)
+        if any_zero:
+            ax.text(0.02, 0.1, r"$\blacktriangledown$ = 0 up to float rounding",
+                    transform=ax.transAxes, fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=bottom)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("n (samples per estimate)")
+        ax.grid(True, which="major", alpha=0.3)
+        if handles:
+            ax.legend(handles=handles, fontsize=8, loc="upper right")
+    axes[0, 0].legend(fontsize=8, title="proposal q(z|x)", title_fontsize=8)
+    fig.suptitle("importance sampling of p(x) on a mixture (dotted: 2 standard errors)",
+                 fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _covariance_2d(mixture) -> np.ndarray:
+    cov = getattr(mixture, "covariances_", None)
+    cov = None if cov is None else _np(cov)
+    if cov is None:
+        raise ValueError("plot_mixture_2d needs Gaussian mixtures")
+    return cov if cov.ndim == 3 else np.stack([np.diag(c) for c in cov])
+
+
+def _ellipses(ax, mixture, n_std: float, **style) -> None:
+    from matplotlib.patches import Ellipse
+
+    means, covs = _np(mixture.means_), _covariance_2d(mixture)
+    if means.shape[1] != 2:
+        raise ValueError(f"plot_mixture_2d needs 2-D mixtures, got D={means.shape[1]}")
+    for mu, cov in zip(means, covs, strict=True):
+        vals, vecs = np.linalg.eigh(cov)                       # ascending
+        angle = math.degrees(math.atan2(vecs[1, 1], vecs[0, 1]))
+        ax.add_patch(Ellipse(mu, 2 * n_std * math.sqrt(vals[1]), 2 * n_std * math.sqrt(vals[0]),
+                             angle=angle, fill=False, **style))
+        ax.plot(*mu, marker="+", color=style.get("edgecolor", "k"), markersize=8)
+
+
+def plot_mixture_2d(x, labels=None, true_mixture: object | None = None,
+                    fitted_mixture: object | None = None, n_std: float = 2.0) -> Figure:
+    """Points in R^2 coloured by label, with the ``n_std``-standard-deviation ellipses of the
+    true (solid black) and fitted (dashed red) Gaussian components.
+
+    Args:
+        x: ``(N, 2)`` points.
+        labels: ``(N,)`` integer labels (e.g. the true components) or None.
+        true_mixture, fitted_mixture: :class:`~vaekit.mixtures.GaussianMixture` with D = 2
+            (full or diagonal), or None.
+        n_std: ellipse half-axes in standard deviations (2: about 86% of a 2-D Gaussian's mass).
+
+    Raises:
+        ValueError: ``x`` is not ``(N, 2)``, or a mixture is not a 2-D Gaussian mixture.
+    """
+    from matplotlib.lines import Line2D
+
+    x = _np(x)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"plot_mixture_2d needs x of shape (N, 2), got {x.shape}")
+    fig = Figure(figsize=(6.5, 5.5))
+    ax = fig.add_subplot()
+    c = None if labels is None else _np(labels)
+    ax.scatter(x[:, 0], x[:, 1], c=c, cmap="tab10" if c is not None else None, s=5, alpha=0.5,
+               vmin=0 if c is not None else None, vmax=9 if c is not None else None,
+               linewidths=0)
+    handles = []
+    if true_mixture is not None:
+        _ellipses(ax, true_mixture, n_std, edgecolor="k", linewidth=1.8)
+        handles.append(Line2D([], [], color="k", linewidth=1.8, label="true"))
+    if fitted_mixture is not None:
+        _ellipses(ax, fitted_mixture, n_std, edgecolor="tab:red", linewidth=1.5,
+                  linestyle="--")
+        handles.append(Line2D([], [], color="tab:red", linewidth=1.5, linestyle="--",
+                              label="fitted (EM)"))
+    if handles:
+        ax.legend(handles=handles, fontsize=8, title=f"{n_std:g}-sd ellipses", title_fontsize=8)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title("mixture of Gaussians: data coloured by component", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_em_history(history: Sequence[float] | Mapping[str, Sequence[float]]) -> Figure:
+    """Mean log-likelihood per point (nats) after each EM iteration (iteration 0: the
+    initialisation), e.g. a fitted mixture's ``history_``; a mapping name -> history draws
+    one line per run."""
+    runs = dict(history) if isinstance(history, Mapping) else {"EM": history}
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.add_subplot()
+    for name, h in runs.items():
+        h = np.asarray([float(v) for v in h])
+        ax.plot(np.arange(len(h)), h, marker="o", markersize=3, label=name)
+    ax.set_xlabel("EM iteration (0 = initialisation)")
+    ax.set_ylabel("mean log p(x) per point (nats)")
+    ax.set_title("EM never decreases the log-likelihood", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if len(runs) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

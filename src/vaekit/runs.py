@@ -91,9 +91,9 @@ def _absolute_paths(config: Config) -> Config:
 def prepare_data(config: Config) -> tuple[Dataset, str]:
     """Load the configured dataset, check it against the likelihood, resolve binarization."""
     dataset = load_dataset(config.data.dataset, config.data.data_dir)
-    check_likelihood(dataset, config.model.likelihood)
-    return dataset, resolve_binarization(config.data.binarization, dataset,
-                                         config.model.likelihood)
+    likelihood = config.resolved_likelihood()
+    check_likelihood(dataset, likelihood)
+    return dataset, resolve_binarization(config.data.binarization, dataset, likelihood)
 
 
 def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: bool = False,
@@ -177,6 +177,7 @@ def fit_em(model, dataset: Dataset, config: Config, run_dir: Path, binarization:
     device = resolve_device(config.train.device)
     x = binarize_fixed(dataset.train) if binarization == "dynamic" else dataset.train
     x = x.to(device)                      # EM needs fixed data: grey levels binarized once
+    model.seed = config.train.seed        # k-means++ seeding and restarts
     start = time.perf_counter()
     model.to(device).fit(x)
     seconds = time.perf_counter() - start
@@ -280,7 +281,9 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
         written.append(out / name)
 
     history = history if history is not None else read_metrics(out / METRICS)
-    if history:
+    if history and run.config.train.objective == "em":
+        save(plotting.plot_em_history([r["train_bound"] for r in history]), "curves.png")
+    elif history:
         save(plotting.plot_curves(history, validation_name(model)), "curves.png")
     shape = ds.image_shape
     can_sample = hasattr(model, "sample") and getattr(model, "can_sample", True)
@@ -309,8 +312,17 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
             images, _ = sampling.latent_grid(model, 20)
             save(plotting.plot_manifold(images, shape, 20), "manifold.png")
         save(plotting.plot_latent(sampling._embed(model, x_test).cpu(), labels), "latent.png")
-    if ds.dim == 2 and hasattr(model, "score_samples"):
-        save(plotting.plot_mixture_2d(x_test, labels, model), "mixture.png")
+    if hasattr(model, "score_samples"):                   # mixtures fitted by EM
+        if ds.dim == 2 and hasattr(model, "covariances_"):
+            truth = None
+            if ds.name == "gaussian-mixture-2d":
+                from .synthetic import true_gaussian_mixture_2d
+                truth = true_gaussian_mixture_2d()
+            save(plotting.plot_mixture_2d(x_test, labels, truth, model), "mixture.png")
+        if shape is not None:
+            order = model.weights_.argsort(descending=True)[:100]
+            save(plotting.plot_samples(model.means_[order].cpu(), shape,
+                                       title="component means, by weight"), "components.png")
     return written
 
 

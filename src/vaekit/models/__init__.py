@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..mixtures import BernoulliMixture, GaussianMixture
 from .autoencoder import Autoencoder, StackedAutoencoder
 from .base import LatentVariableModel
 from .hierarchical import HierarchicalVAE
@@ -23,6 +24,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "autoencoder": Autoencoder,
     "stacked-autoencoder": StackedAutoencoder,
     "vqvae": VQVAE,
+    "gmm": GaussianMixture,
+    "bernoulli-mixture": BernoulliMixture,
 }
 
 
