@@ -82,3 +82,17 @@ def stop_gradient(d: Distribution) -> Distribution:
         return MultivariateNormal(d.loc.detach(), scale_tril=d.scale_tril.detach(),
                                   validate_args=False)
     raise TypeError(f"stop_gradient does not know {type(d).__name__}")
+
+
+def observation(out: torch.Tensor, likelihood: str,
+                log_std: torch.Tensor | None = None) -> Independent:
+    """p(x | decoder output) over the last dimension: Bernoulli(logits=out), or
+    N(out, exp(log_std)^2 I) for ``likelihood="gaussian"`` (``log_std`` a scalar tensor)."""
+    if likelihood == "bernoulli":
+        return bernoulli(out)
+    return diagonal_normal(out, log_std.exp().expand_as(out))
+
+
+def observation_mean(out: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """E[x | decoder output]: sigmoid of the logits (Bernoulli) or the mean itself."""
+    return torch.sigmoid(out) if likelihood == "bernoulli" else out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -34,3 +35,15 @@ def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int,
         d = h
     layers.append(nn.Linear(d, out_dim))
     return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def init_output_bias(layer: nn.Linear, train_mean: torch.Tensor, likelihood: str) -> None:
+    """Start a decoder at the data: its output bias becomes the logit of the per-dimension
+    training mean (clipped to [1e-3, 1 - 1e-3]) for a Bernoulli likelihood, as the IWAE code
+    does, or the mean itself for a Gaussian one. ``train_mean: (D,)``."""
+    if likelihood == "bernoulli":
+        p = train_mean.clamp(1e-3, 1 - 1e-3)
+        layer.bias.copy_(torch.log(p) - torch.log1p(-p))
+    else:
+        layer.bias.copy_(train_mean)

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributions import observation_mean
 from ..errors import ConfigError
 from ..estimators.base import Losses
-from ..nn import ACTIVATIONS
+from ..nn import ACTIVATIONS, init_output_bias
 
 NOISES = ("none", "masking", "gaussian")
 
@@ -110,7 +111,7 @@ class Autoencoder(nn.Module):
     def decode_mean(self, code: torch.Tensor) -> torch.Tensor:
         """The reconstruction g(c) as data: probabilities (Bernoulli) or values (Gaussian)."""
         out = self.decoder_net(code)
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return observation_mean(out, self.likelihood)
 
     def reconstruction_error(self, x: torch.Tensor, x_in: torch.Tensor | None = None
                              ) -> torch.Tensor:
@@ -140,15 +141,10 @@ class Autoencoder(nn.Module):
     def generative_parameters(self) -> Iterator[nn.Parameter]:
         return self.decoder_net.parameters()
 
-    @torch.no_grad()
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Output bias at the data mean (logit of it for Bernoulli), as for the VAE."""
-        last = self.decoder_net[-1]
-        if self.likelihood == "bernoulli":
-            p = train_mean.clamp(1e-3, 1 - 1e-3)
-            last.bias.copy_(torch.log(p) - torch.log1p(-p))
-        else:
-            last.bias.copy_(train_mean)
+        """Start the decoder at the training-data mean ``(D,)``: the logit of it (Bernoulli,
+        as the IWAE code does) or the mean (Gaussian); :func:`vaekit.nn.init_output_bias`."""
+        init_output_bias(self.decoder_net[-1], train_mean, self.likelihood)
 
     @torch.no_grad()
     def evaluation(self, x: torch.Tensor, num_samples: int | None = None) -> dict:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
+
+from ..nn import init_output_bias
 
 
 class LatentVariableModel(nn.Module):
@@ -21,6 +24,19 @@ class LatentVariableModel(nn.Module):
     likelihood: str     # "bernoulli" or "gaussian": what p(x|z) is
     default_objective = "elbo"       # what ``--objective auto`` trains it with
     own_objective = False            # True: only its own objective(s) apply
+
+    def _init_observation(self, likelihood: str, decoder_std: float,
+                          learn_decoder_std: bool) -> None:
+        """Set ``likelihood`` and the Gaussian decoder's log sigma: a parameter when learned,
+        else a buffer (unused by a Bernoulli decoder)."""
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
+        self.likelihood = likelihood
+        log_std = torch.tensor(math.log(decoder_std))
+        if likelihood == "gaussian" and learn_decoder_std:
+            self.decoder_log_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("decoder_log_std", log_std)
 
     def prior(self) -> Distribution:
         """p(z), batch shape ``()``."""
@@ -56,7 +72,13 @@ class LatentVariableModel(nn.Module):
         return self.decoder_mean(z)
 
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Start the decoder at the data mean when the model has such a bias (default: no-op)."""
+        """Start the decoder at the training-data mean ``(D,)`` when its network is an
+        ``nn.Sequential`` named ``decoder_net``: the last layer's bias becomes the logit of the
+        mean (Bernoulli, as the IWAE code does) or the mean (Gaussian); see
+        :func:`vaekit.nn.init_output_bias`. Otherwise nothing changes."""
+        net = getattr(self, "decoder_net", None)
+        if isinstance(net, nn.Sequential) and isinstance(net[-1], nn.Linear):
+            init_output_bias(net[-1], train_mean, self.likelihood)
 
     @torch.no_grad()
     def sample(self, num: int) -> torch.Tensor:

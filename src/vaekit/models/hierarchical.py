@@ -17,7 +17,6 @@ estimated by Monte Carlo.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -25,7 +24,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 from torch.func import functional_call
 
-from ..distributions import bernoulli, diagonal_normal, stop_gradient
+from ..distributions import diagonal_normal, observation, observation_mean, stop_gradient
 from ..nn import mlp
 from .base import LatentVariableModel
 
@@ -123,11 +122,9 @@ class HierarchicalVAE(LatentVariableModel):
                  likelihood: str = "bernoulli", decoder_std: float = 0.1,
                  learn_decoder_std: bool = True) -> None:
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
         if len(latent_dims) < 1:
             raise ValueError("latent_dims needs at least one layer")
-        self.data_dim, self.likelihood = int(data_dim), likelihood
+        self.data_dim = int(data_dim)
         self.latent_dims = [int(d) for d in latent_dims]
         self.latent_dim = sum(self.latent_dims)
         L = len(self.latent_dims)
@@ -142,11 +139,7 @@ class HierarchicalVAE(LatentVariableModel):
                                activation)
         self.register_buffer("prior_loc", torch.zeros(self.latent_dims[-1]))
         self.register_buffer("prior_scale", torch.ones(self.latent_dims[-1]))
-        log_std = torch.tensor(math.log(decoder_std))
-        if likelihood == "gaussian" and learn_decoder_std:
-            self.decoder_log_std = nn.Parameter(log_std)
-        else:
-            self.register_buffer("decoder_log_std", log_std)
+        self._init_observation(likelihood, decoder_std, learn_decoder_std)
 
     @classmethod
     def from_config(cls, config, data_dim: int) -> HierarchicalVAE:
@@ -173,23 +166,11 @@ class HierarchicalVAE(LatentVariableModel):
     def decoder(self, z: torch.Tensor) -> Distribution:
         """p(x|z_1), reading the first ``latent_dims[0]`` coordinates of ``z: (..., sum d)``."""
         out = self.decoder_net(z[..., :self.latent_dims[0]])
-        if self.likelihood == "bernoulli":
-            return bernoulli(out)
-        return diagonal_normal(out, self.decoder_log_std.exp().expand_as(out))
+        return observation(out, self.likelihood, self.decoder_log_std)
 
     def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
         out = self.decoder_net(z[..., :self.latent_dims[0]])
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
-
-    @torch.no_grad()
-    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """As :meth:`VAE.init_decoder_bias`: logit of the data mean (Bernoulli) or the mean."""
-        last = self.decoder_net[-1]
-        if self.likelihood == "bernoulli":
-            p = train_mean.clamp(1e-3, 1 - 1e-3)
-            last.bias.copy_(torch.log(p) - torch.log1p(-p))
-        else:
-            last.bias.copy_(train_mean)
+        return observation_mean(out, self.likelihood)
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
         return self.q_layers.parameters()

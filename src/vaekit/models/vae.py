@@ -9,14 +9,13 @@ and :mod:`vaekit.estimators`, so any objective runs with it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.distributions import Independent
 
-from ..distributions import bernoulli, diagonal_normal
+from ..distributions import diagonal_normal, observation, observation_mean
 from ..nn import mlp
 from .base import LatentVariableModel
 
@@ -40,20 +39,13 @@ class VAE(LatentVariableModel):
                  likelihood: str = "bernoulli", decoder_std: float = 0.1,
                  learn_decoder_std: bool = True) -> None:
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
         self.data_dim = int(data_dim)
         self.latent_dim = int(latent_dim)
-        self.likelihood = likelihood
         self.encoder_net = mlp(data_dim, hidden_sizes, 2 * latent_dim, activation)
         self.decoder_net = mlp(latent_dim, tuple(reversed(hidden_sizes)), data_dim, activation)
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
-        log_std = torch.tensor(math.log(decoder_std))
-        if likelihood == "gaussian" and learn_decoder_std:
-            self.decoder_log_std = nn.Parameter(log_std)
-        else:
-            self.register_buffer("decoder_log_std", log_std)
+        self._init_observation(likelihood, decoder_std, learn_decoder_std)
 
     @classmethod
     def from_config(cls, config, data_dim: int) -> VAE:
@@ -78,29 +70,13 @@ class VAE(LatentVariableModel):
     def decoder(self, z: torch.Tensor) -> Independent:
         """p(x|z) for ``z: (..., latent_dim)``: batch shape ``z.shape[:-1]``, event ``(D,)``."""
         out = self.decoder_net(z)
-        if self.likelihood == "bernoulli":
-            return bernoulli(out)
-        return diagonal_normal(out, self.decoder_log_std.exp().expand_as(out))
+        return observation(out, self.likelihood, self.decoder_log_std)
 
     # ------------------------------------------------------------------ helpers
     def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
         """E[x|z], shape ``(..., D)``: probabilities (Bernoulli) or the mean (Gaussian)."""
         out = self.decoder_net(z)
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
-
-    @torch.no_grad()
-    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Set the decoder's output bias to the training data mean, as the IWAE code does.
-
-        Bernoulli: logit of the per-pixel mean (clipped to [1e-3, 1 - 1e-3]); Gaussian: the mean.
-        ``train_mean: (D,)``.
-        """
-        last = self.decoder_net[-1]
-        if self.likelihood == "bernoulli":
-            p = train_mean.clamp(1e-3, 1 - 1e-3)
-            last.bias.copy_(torch.log(p) - torch.log1p(-p))
-        else:
-            last.bias.copy_(train_mean)
+        return observation_mean(out, self.likelihood)
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
         """phi: the encoder's parameters."""

@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent
 
-from ..distributions import bernoulli, diagonal_normal
+from ..distributions import observation, observation_mean
 from ..estimators.base import Losses
-from ..nn import ACTIVATIONS, mlp
+from ..nn import ACTIVATIONS, init_output_bias, mlp
 
 PRIORS = ("categorical", "autoregressive")
 
@@ -309,30 +309,21 @@ class VQVAE(nn.Module):
         """p(x | z_q) for flattened quantised vectors ``z_q: (..., M*d)``: batch shape
         ``z_q.shape[:-1]``, event shape ``(D,)``; Bernoulli(logits) or N(mean, sigma^2 I)."""
         out = self.decoder_net(z_q)
-        if self.likelihood == "bernoulli":
-            return bernoulli(out)
-        return diagonal_normal(out, self.decoder_log_std.exp().expand_as(out))
+        return observation(out, self.likelihood, self.decoder_log_std)
 
     def decode_mean(self, z_q: torch.Tensor) -> torch.Tensor:
         """E[x | z_q] for ``z_q: (..., M*d)``: ``(..., D)``, sigmoid of the logits (Bernoulli)
         or the Gaussian mean."""
         out = self.decoder_net(z_q)
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return observation_mean(out, self.likelihood)
 
     decoder_mean = decode_mean      # the name the rest of vaekit (sampling, plots) calls
 
-    @torch.no_grad()
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Set the decoder's output bias to the training-data mean ``(D,)``: its logit
-        (clipped to [1e-3, 1 - 1e-3]) for Bernoulli, the mean itself for Gaussian."""
-        last = self.decoder_net[-1]
-        if self.likelihood == "bernoulli":
-            p = train_mean.clamp(1e-3, 1 - 1e-3)
-            last.bias.copy_(torch.log(p) - torch.log1p(-p))
-        else:
-            last.bias.copy_(train_mean)
+        """Start the decoder at the training-data mean ``(D,)``: the logit of it (Bernoulli,
+        as the IWAE code does) or the mean (Gaussian); :func:`vaekit.nn.init_output_bias`."""
+        init_output_bias(self.decoder_net[-1], train_mean, self.likelihood)
 
-    # ------------------------------------------------------------------ forward and losses
     def forward(self, x: torch.Tensor, update: bool | None = None) -> VQVAEOutput:
         """Encode, quantise, decode ``x: (B, D)``; see :class:`VQVAEOutput`.
 
