@@ -26,9 +26,20 @@ from .errors import (  # noqa: E402
     TrainingDivergedError,
     VaekitError,
 )
-from .estimators import ESTIMATORS, Losses, register_estimator  # noqa: E402
+from .estimators import ESTIMATORS, Estimator, Losses, get_estimator, register_estimator  # noqa
 from .evaluation import active_units, evaluate, log_likelihood  # noqa: E402
-from .models import MODELS, VAE, build_model  # noqa: E402
+from .gradients import gradient_statistics  # noqa: E402
+from .mixtures import BernoulliMixture, GaussianMixture  # noqa: E402
+from .models import (  # noqa: E402
+    MODELS,
+    VAE,
+    VQVAE,
+    Autoencoder,
+    HierarchicalVAE,
+    LinearGaussian,
+    StackedAutoencoder,
+    build_model,
+)
 from .objectives import elbo, elbo_terms, iwae_bound, log_mean_exp, log_weights  # noqa: E402
 from .runs import evaluate_run, load_run, train_run  # noqa: E402
 from .training import Trainer, TrainResult  # noqa: E402
@@ -50,9 +61,11 @@ def train(model, data: Dataset, config: TrainConfig | None = None, *,
 
 
 __all__ = [
-    "CheckpointError", "Config", "ConfigError", "DataConfig", "DataError", "Dataset",
-    "ESTIMATORS", "Losses", "MODELS", "ModelConfig", "TrainConfig", "TrainResult", "Trainer",
-    "TrainingDivergedError", "VAE", "VaekitError", "active_units", "binarize", "build_model",
+    "Autoencoder", "BernoulliMixture", "CheckpointError", "Config", "ConfigError", "DataConfig",
+    "DataError", "Dataset", "ESTIMATORS", "Estimator", "GaussianMixture", "HierarchicalVAE",
+    "LinearGaussian", "Losses", "MODELS", "ModelConfig", "StackedAutoencoder", "TrainConfig",
+    "TrainResult", "Trainer", "TrainingDivergedError", "VAE", "VQVAE", "VaekitError",
+    "active_units", "binarize", "build_model", "get_estimator", "gradient_statistics",
     "elbo", "elbo_terms", "eval_split", "evaluate", "evaluate_run", "iwae_bound", "load_config",
     "load_dataset", "load_run", "log_likelihood", "log_mean_exp", "log_weights",
     "register_estimator", "train", "train_run",
