@@ -260,3 +260,14 @@ def test_model_and_objective_must_fit_together(capsys):
     assert "trained with objective reconstruction" in _one_line_error(code, err)
     code, _, err = run(capsys, "train", "--model", "vae", "--objective", "vq")
     assert "belongs to another model family" in _one_line_error(code, err)
+
+
+def test_gradients_refuse_models_without_a_bound(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "ae"
+    code, _, err = run(capsys, "train", "--model", "autoencoder", "--data", tiny_npz, "--out",
+                       out, *TINY)
+    assert code == 0, err
+    assert not (out / "samples.png").exists()            # an autoencoder cannot sample
+    assert (out / "interpolations.png").is_file()
+    code, _, err = run(capsys, "gradients", out)
+    assert "apply to latent-variable models" in _one_line_error(code, err)

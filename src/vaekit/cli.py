@@ -291,6 +291,9 @@ def _cmd_gradients(args) -> int:
         raise ConfigError("--draws must be >= 2 and --batch-size >= 1")
     run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
                    device=args.device)
+    if not all(hasattr(run.model, a) for a in ("prior", "encoder", "decoder")):
+        raise ConfigError(f"{args.run} holds a {run.config.model.model}: gradient estimators "
+                          "apply to latent-variable models (vae, hierarchical-vae)")
     device = next(run.model.parameters()).device
     x = run.dataset.train[:args.batch_size]
     x = (binarize_fixed(x) if run.binarization == "dynamic" else x).to(device)
