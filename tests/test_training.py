@@ -172,3 +172,15 @@ def test_kl_warmup_raises_beta_linearly(tiny_npz, tmp_path):
     t = _tiny_trainer(tiny_npz, None, 3, kl_warmup_epochs=2.0, beta=0.8)
     t.fit()
     assert t.estimator.beta == pytest.approx(0.8)
+
+
+def test_monitor_subset_is_fixed_random_and_ordered():
+    from vaekit.runs import monitor_subset
+
+    x = torch.arange(1000.0).unsqueeze(1)
+    a, b = monitor_subset(x, 100), monitor_subset(x, 100)
+    assert torch.equal(a, b)                                   # the same for every run
+    v = a.squeeze(1)
+    assert v.unique().numel() == 100 and torch.all(v[1:] > v[:-1])
+    assert v.max() > 500                                       # not the split's first examples
+    assert monitor_subset(x, 5000) is x

@@ -112,7 +112,7 @@ class TrainConfig:
     monitor_every: int = _f(0, "every this many epochs (and after the first) record L_k on the "
                                "test set in metrics.jsonl (0: off)")
     monitor_num_samples: int = _f(1000, "k of the monitored bound L_k")
-    monitor_examples: int = _f(1000, "test examples used by the monitor")
+    monitor_examples: int = _f(1000, "test examples used by the monitor (a fixed random subset)")
     device: str = _f("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
 
 

@@ -96,6 +96,16 @@ def prepare_data(config: Config) -> tuple[Dataset, str]:
     return dataset, resolve_binarization(config.data.binarization, dataset, likelihood)
 
 
+def monitor_subset(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` test examples drawn without replacement by a fixed generator (seed 0), in their
+    original order: the same subset for every run, and representative of the whole split,
+    whose order is not random (binarized MNIST's test set has runs of easy digits)."""
+    if n >= x.shape[0]:
+        return x
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+    return x[idx.sort().values]
+
+
 def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: bool = False,
               progress: bool = True, evaluate_after: bool = True, figures: bool = True,
               log: Callable[[str], None] = _stderr) -> dict:
@@ -141,7 +151,8 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
         if hasattr(model, "layer_pairs") and config.train.pretrain_epochs and not resume:
             pretrain_greedy(model, dataset.train, config.train, dynamic_binarization=dynamic,
                             log=log)
-        monitor_x = (eval_split(dataset, "test", binarization)[:config.train.monitor_examples]
+        monitor_x = (monitor_subset(eval_split(dataset, "test", binarization),
+                                    config.train.monitor_examples)
                      if config.train.monitor_every else None)
         trainer = Trainer(model, config.train, dataset.train,
                           eval_split(dataset, "valid", binarization),

@@ -191,7 +191,8 @@ class Trainer:
         progress: show a progress bar (on a terminal) or a line per epoch (otherwise).
         log: where one-line messages go.
         monitor_x: ``(M, D)`` data on which L_k (k = ``monitor_num_samples``) is recorded
-            every ``monitor_every`` epochs (the test set's first examples, in ``vaekit train``).
+            every ``monitor_every`` epochs (in ``vaekit train``, a fixed random subset of the
+            test set).
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_x: torch.Tensor,
@@ -288,8 +289,13 @@ class Trainer:
         if cuda_states and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(cuda_states)
         history = [r for r in read_metrics(self.run_dir / METRICS) if r["epoch"] <= meta["epoch"]]
+        # Checkpoints written before 0.1 named the validation score "best_valid_elbo".
+        best_valid = meta.get("best_valid_score", meta.get("best_valid_elbo"))
+        if best_valid is None:
+            raise CheckpointError(f"{self.run_dir / LAST} lacks its best validation score; "
+                                  "it was not written by vaekit")
         result = TrainResult(history=history, best_epoch=meta["best_epoch"],
-                             best_valid_score=meta["best_valid_score"], epochs=meta["epoch"],
+                             best_valid_score=best_valid, epochs=meta["epoch"],
                              seconds=meta.get("seconds", 0.0))
         if (self.run_dir / BEST).is_file():
             best, _ = load_tensors(self.run_dir / BEST)
