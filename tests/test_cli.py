@@ -214,7 +214,24 @@ def test_compare_runs_table_and_figures(trained, tiny_npz, tmp_path, capsys):
     assert all(r["eval_num_samples"] == 20 and r["test_log_likelihood"] < 0 for r in rows)
     assert rows[1]["monitor"] and not rows[0]["monitor"]
     assert (out / "compare.png").is_file() and (out / "compare_latent.png").is_file()
+    assert (out / "compare_interpolations.png").is_file()
     assert "wake-sleep" in stdout and "test log-lik." in stdout
+    vae = json.loads((first / "eval.json").read_text())
+    assert rows[0]["test_reconstruction_error"] == pytest.approx(-vae["reconstruction"])
+
+    # an autoencoder beside the VAE: no ELBO or log-likelihood, its reconstruction error
+    ae = tmp_path / "ae"
+    code, _, err = run(capsys, "train", "--model", "autoencoder", "--data", tiny_npz,
+                       "--out", ae, *TINY)
+    assert code == 0, err
+    code, stdout, err = run(capsys, "compare", first, ae, "--num-samples", "20",
+                            "--out", tmp_path / "cmp2")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
+    ae_eval = json.loads((ae / "eval.json").read_text())
+    assert rows[1]["test_elbo"] is None and rows[1]["test_log_likelihood"] is None
+    assert rows[1]["test_reconstruction_error"] == ae_eval["reconstruction_error"] > 0
+    assert (tmp_path / "cmp2" / "compare_interpolations.png").is_file()
 
 
 def test_mixture_runs_fit_by_em_and_evaluate_exactly(tmp_path, tiny_npz, capsys):

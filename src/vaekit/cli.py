@@ -334,16 +334,18 @@ def _cmd_compare(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     k = args.num_samples
-    print(f"test set, nats per example (mean ± s.e.); log-likelihood with k={k}")
-    head = (f"  {'run':<28} {'objective':<11} {'K':>4} {'epochs':>6} {'time':>8}  "
-            f"{'test ELBO':>16}  {'test log-lik.':>16}  {'AU':>5}")
-    print(head)
+    print(f"test set, nats per example (mean ± s.e.); log-likelihood with k={k} "
+          "(exact for mixtures); '-' where a model has no such metric")
+    print(f"  {'run':<24} {'objective':<11} {'K':>4} {'epochs':>6} {'time':>8}  "
+          f"{'test ELBO':>16}  {'test log-lik.':>16}  {'recon. error':>16}  {'AU':>5}")
     for r in rows:
-        print(f"  {r['name'][:28]:<28} {r['objective']:<11} {r['num_samples']:>4} "
+        au = "-" if r["active_units"] is None else f"{r['active_units']}/{r['latent_dim']}"
+        print(f"  {r['name'][:24]:<24} {r['objective']:<11} {r['num_samples']:>4} "
               f"{r['epochs']:>6} {r['train_seconds']:>7.0f}s  "
               f"{_fmt(r['test_elbo'], r['test_elbo_se']):>16}  "
               f"{_fmt(r['test_log_likelihood'], r['test_log_likelihood_se']):>16}  "
-              f"{r['active_units']:>2}/{r['latent_dim']:<2}")
+              f"{_fmt(r['test_reconstruction_error'], r['test_reconstruction_error_se']):>16}"
+              f"  {au:>5}")
     print(f"wrote {Path(args.out) / 'compare.json'}"
           + "".join(f", {p}" for p in figures))
     return 0

@@ -78,6 +78,22 @@ def plot_interpolations(paths, image_shape: Sequence[int]) -> Figure:
                          "latent interpolations between pairs of test images")
 
 
+def plot_interpolation_panels(panels: Sequence[tuple], image_shape: Sequence[int]) -> Figure:
+    """Latent interpolations of several models side by side: ``panels`` of
+    (title, paths (P, S, D)) from :func:`vaekit.sampling.interpolations` on the same pairs."""
+    fig = Figure(figsize=(3.2 * len(panels), 2.4))
+    for i, (title, paths) in enumerate(panels):
+        paths = _np(paths)
+        p, s, d = paths.shape
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.imshow(np.clip(tile_images(paths.reshape(p * s, d), image_shape, s), 0, 1),
+                  cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def plot_manifold(images, image_shape: Sequence[int], n: int) -> Figure:
     """The decoded 2-D latent manifold: ``images: (n*n, D)`` from
     :func:`vaekit.sampling.latent_grid`."""

@@ -322,7 +322,7 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
         if shape is not None and hasattr(model, "prior"):
             images, _ = sampling.latent_grid(model, 20)
             save(plotting.plot_manifold(images, shape, 20), "manifold.png")
-        save(plotting.plot_latent(sampling._embed(model, x_test).cpu(), labels), "latent.png")
+        save(plotting.plot_latent(sampling.embeddings(model, x_test).cpu(), labels), "latent.png")
     if hasattr(model, "score_samples"):                   # mixtures fitted by EM
         if ds.dim == 2 and hasattr(model, "covariances_"):
             truth = None

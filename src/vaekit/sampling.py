@@ -24,9 +24,14 @@ def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
     return (out[0] if isinstance(out, tuple) else out).cpu()
 
 
-def _embed(model, x: torch.Tensor) -> torch.Tensor:
+@torch.no_grad()
+def embeddings(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """``model.embed(x)`` in batches, on the model's device: for a VAE the posterior means
+    E_q[z|x], for an autoencoder its codes, for a VQ-VAE the quantized codes.
+    ``x: (N, D)`` -> ``(N, latent_dim)``."""
     device = model_device(model)
-    return torch.cat([model.embed(x[i:i + 1000].to(device)) for i in range(0, len(x), 1000)])
+    return torch.cat([model.embed(x[i:i + batch_size].to(device))
+                      for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()
@@ -35,7 +40,7 @@ def reconstructions(model, x: torch.Tensor) -> torch.Tensor:
     z = E_q[z|x]; for an autoencoder, g(f(x)). ``(N, D)``."""
     was = model.training
     model.eval()
-    out = model.decode_mean(_embed(model, x)).cpu()
+    out = model.decode_mean(embeddings(model, x)).cpu()
     model.train(was)
     return out
 
@@ -48,7 +53,7 @@ def interpolations(model, x_from: torch.Tensor, x_to: torch.Tensor,
     decode the endpoints' embeddings."""
     was = model.training
     model.eval()
-    za, zb = _embed(model, x_from), _embed(model, x_to)
+    za, zb = embeddings(model, x_from), embeddings(model, x_to)
     t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)
     z = za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t          # (P, steps, D_z)
     out = model.decode_mean(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1).cpu()
