@@ -288,3 +288,11 @@ def test_gradients_refuse_models_without_a_bound(tmp_path, tiny_npz, capsys):
     assert (out / "interpolations.png").is_file()
     code, _, err = run(capsys, "gradients", out)
     assert "apply to latent-variable models" in _one_line_error(code, err)
+
+
+def test_config_json_of_early_runs_still_loads():
+    from vaekit.config import Config
+    old = {"model": {"model": "bernoulli-mixture"},
+           "train": {"objective": "em", "em_max_iter": 7, "em_tol": 0.5, "em_restarts": 2}}
+    cfg = Config.from_dict(old)
+    assert (cfg.model.em_max_iter, cfg.model.em_tol, cfg.model.em_restarts) == (7, 0.5, 2)

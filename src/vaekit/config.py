@@ -119,6 +119,10 @@ class TrainConfig:
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
+# Fields that lived in the train section of early config.json files; read where they are now.
+_MOVED_TO_MODEL = ("em_max_iter", "em_tol", "em_restarts")
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -147,7 +151,11 @@ class Config:
             if not isinstance(values, dict):
                 raise ConfigError(f"configuration section {section!r} must be a mapping")
             for name, value in values.items():
-                set_field(out[section], name, value)
+                if section == "train" and name in _MOVED_TO_MODEL:
+                    section_of = "model"          # config.json of runs from before 0.1
+                else:
+                    section_of = section
+                set_field(out[section_of], name, value)
         return cls(**out)
 
     def to_json(self) -> str:
