@@ -196,8 +196,9 @@ def fit_em(model, dataset: Dataset, config: Config, run_dir: Path, binarization:
                for i, ll in enumerate(model.history_)]
     valid = float(model.score_samples(eval_split(dataset, "valid", binarization).to(device))
                   .mean())
-    if history:
-        history[-1]["valid_score"] = valid
+    if history:                           # the fit's total time on the last record, as the
+        history[-1]["valid_score"] = valid  # trainer's cumulative "seconds" ends there
+        history[-1]["seconds"] = round(seconds, 3)
     save_tensors(run_dir / BEST, model.state_dict(), {"epoch": len(history),
                                                       "valid_score": valid})
     atomic_write(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
