@@ -184,3 +184,17 @@ def test_monitor_subset_is_fixed_random_and_ordered():
     assert v.unique().numel() == 100 and torch.all(v[1:] > v[:-1])
     assert v.max() > 500                                       # not the split's first examples
     assert monitor_subset(x, 5000) is x
+
+
+def test_figures_show_a_fixed_random_draw_of_the_test_split():
+    # Binarized MNIST's test split starts with a run of zeros: figures built from x[:n]
+    # interpolated between two zeros. The shown examples are a seeded draw, in random order.
+    from vaekit.sampling import shown_examples
+
+    x = torch.arange(1000.0).unsqueeze(1)
+    a = shown_examples(x, 12)
+    assert torch.equal(a, shown_examples(x, 12))               # the same for every run
+    v = a.squeeze(1)
+    assert v.unique().numel() == 12 and not torch.all(v[1:] > v[:-1])
+    assert v.max() > 100                                       # not the split's first rows
+    assert shown_examples(x[:5], 12).shape == (5, 1)

@@ -70,7 +70,7 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike,
     from . import plotting
     from .data import eval_split
     from .io import write_json
-    from .sampling import embeddings, interpolations
+    from .sampling import embeddings, interpolations, shown_examples
 
     out = Path(out)
     runs = [load_run(p, data_dir=data_dir) for p in paths]
@@ -95,8 +95,8 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike,
         # lines in code space decode to digits; a VAE's prior does (Kingma & Welling 2014).
         panels = []
         for run in runs:
-            x = eval_split(run.dataset, "test", run.binarization)
-            pairs = min(6, x.shape[0] // 2)
+            x = shown_examples(eval_split(run.dataset, "test", run.binarization), 12)
+            pairs = x.shape[0] // 2
             panels.append((run.path.name, interpolations(run.model, x[:pairs],
                                                          x[pairs:2 * pairs])))
         save(plotting.plot_interpolation_panels(panels, runs[0].dataset.image_shape),

@@ -102,8 +102,7 @@ def monitor_subset(x: torch.Tensor, n: int) -> torch.Tensor:
     whose order is not random (binarized MNIST's test set has runs of easy digits)."""
     if n >= x.shape[0]:
         return x
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:n]
-    return x[idx.sort().values]
+    return x[sampling.fixed_indices(x.shape[0], n).sort().values.to(x.device)]
 
 
 def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: bool = False,
@@ -303,22 +302,21 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
     if shape is not None:
         if can_sample:
             save(plotting.plot_samples(sampling.prior_samples(model, 100), shape), "samples.png")
+        shown = sampling.shown_examples(x_test, 50)        # a fixed random draw, not x[:50]
         if can_embed:
-            n = min(50, x_test.shape[0])
-            save(plotting.plot_reconstructions(x_test[:n],
-                                               sampling.reconstructions(model, x_test[:n]),
+            save(plotting.plot_reconstructions(shown, sampling.reconstructions(model, shown),
                                                shape), "reconstructions.png")
-            pairs = min(8, x_test.shape[0] // 2)
+            pairs = min(8, shown.shape[0] // 2)
             if pairs:
-                paths = sampling.interpolations(model, x_test[:pairs], x_test[pairs:2 * pairs])
+                paths = sampling.interpolations(model, shown[:pairs], shown[pairs:2 * pairs])
                 save(plotting.plot_interpolations(paths, shape), "interpolations.png")
         if getattr(model, "noise", "none") != "none":
             from .models.autoencoder import corrupt_fixed
-            n = min(10, x_test.shape[0])
-            noisy = corrupt_fixed(x_test[:n], model.noise, model.noise_level,
+            clean = shown[:10]
+            noisy = corrupt_fixed(clean, model.noise, model.noise_level,
                                   torch.Generator().manual_seed(0))
             rec = model.decode_mean(model.embed(noisy.to(_device(model)))).cpu()
-            save(plotting.plot_denoising(noisy, x_test[:n], rec, shape), "denoising.png")
+            save(plotting.plot_denoising(noisy, clean, rec, shape), "denoising.png")
     if can_embed and getattr(model, "latent_dim", None) == 2:
         if shape is not None and hasattr(model, "prior"):
             images, _ = sampling.latent_grid(model, 20)

@@ -11,6 +11,21 @@ import torch
 from .evaluation import model_device
 
 
+def fixed_indices(total: int, n: int, seed: int = 0) -> torch.Tensor:
+    """``min(n, total)`` distinct indices into ``range(total)`` drawn by a generator seeded
+    with ``seed``, in the drawn order (CPU, int64): the same draw on every machine and run."""
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def shown_examples(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` rows of ``x: (N, D)`` drawn without replacement by a fixed generator, in the
+    drawn (random) order: the examples the figures show, the same for every run on the same
+    split. Not the first rows: a split's order need not be random (binarized MNIST's test
+    set begins with a run of zeros), and interpolation pairs of one digit show nothing.
+    ``(min(n, N), D)``."""
+    return x[fixed_indices(x.shape[0], n, seed).to(x.device)]
+
+
 @torch.no_grad()
 def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
     """``num`` samples of the model, ``(num, D)``: E[x|z] with z ~ p(z) for latent-variable
