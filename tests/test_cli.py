@@ -58,6 +58,8 @@ def test_evaluate_json_and_sample(trained, capsys):
                 "binarization", "kl", "reconstruction", "bits_per_dim", "log_likelihood_se"):
         assert key in r
     assert r["num_samples"] == 30 and r["split"] == "test"
+    code, _, err = run(capsys, "evaluate", out, "--noise", "masking", "--noise-level", "0.2")
+    assert "noise applies to autoencoders" in _one_line_error(code, err)
     assert r["log_likelihood"] >= r["elbo"] - 1.0
     assert json.loads((out / "eval.json").read_text())["num_samples"] == 30
     (out / "samples.png").unlink()
@@ -290,6 +292,26 @@ def test_gradients_refuse_models_without_a_bound(tmp_path, tiny_npz, capsys):
     assert (out / "interpolations.png").is_file()
     code, _, err = run(capsys, "gradients", out)
     assert "apply to latent-variable models" in _one_line_error(code, err)
+
+    # A plain autoencoder scored on corrupted inputs (saved apart from eval.json); the
+    # corruption reaches the encoder, and a zero level reproduces the clean error exactly.
+    before = (out / "eval.json").read_text()
+    code, stdout, err = run(capsys, "evaluate", out, "--noise", "masking", "--noise-level",
+                            "0.5", "--json")
+    assert code == 0, err
+    ev = json.loads(stdout)
+    assert ev["denoising_error"] != ev["reconstruction_error"]
+    assert ev["noise"] == {"kind": "masking", "level": 0.5}
+    assert (out / "eval-test-masking-0.5.json").is_file()
+    assert (out / "eval.json").read_text() == before
+    code, stdout, err = run(capsys, "evaluate", out, "--noise", "masking", "--noise-level",
+                            "0", "--json")
+    ev = json.loads(stdout)
+    assert ev["denoising_error"] == pytest.approx(ev["reconstruction_error"], abs=1e-6)
+    code, _, err = run(capsys, "evaluate", out, "--noise", "masking")
+    assert "--noise and --noise-level go together" in _one_line_error(code, err)
+    code, _, err = run(capsys, "evaluate", out, "--noise", "masking", "--noise-level", "1.5")
+    assert "below 1 for masking" in _one_line_error(code, err)
 
 
 def test_config_json_of_early_runs_still_loads():

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", choices=("best", "last"), default="best")
     e.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
     e.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    e.add_argument("--noise", choices=("masking", "gaussian"),
+                   help="autoencoders: score the reconstruction of inputs corrupted this way "
+                        "(denoising error; saved as eval-SPLIT-NOISE-LEVEL.json)")
+    e.add_argument("--noise-level", type=float, metavar="P",
+                   help="masking probability or Gaussian std for --noise")
     _add_common(e)
 
     g = sub.add_parser("gradients", help="variance and SNR of gradient estimators at a run's "
@@ -245,10 +250,14 @@ def _cmd_evaluate(args) -> int:
     from .runs import evaluate_run, load_run
     if args.num_samples is not None and args.num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    if (args.noise is None) != (args.noise_level is None):
+        raise ConfigError("--noise and --noise-level go together, e.g. --noise masking "
+                          "--noise-level 0.25")
     run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
                    device=args.device)
+    noise = None if args.noise is None else (args.noise, args.noise_level)
     result = evaluate_run(run, args.num_samples, split=args.split,
-                          progress=not args.no_progress and not args.json)
+                          progress=not args.no_progress and not args.json, noise=noise)
     print(json.dumps(result, indent=2) if args.json else format_eval(result))
     return 0
 

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .distributions import analytic_kl
+from .errors import ConfigError
 
 DEFAULT_MAX_ROWS = 2048   # decoder rows (chunk x batch) at once: bounds memory, stays in cache
 
@@ -150,7 +151,8 @@ def mean_and_se(v: torch.Tensor) -> tuple[float, float]:
 
 
 def evaluate(model, x: torch.Tensor, num_samples: int = 5000, *, batch_size: int | None = None,
-             max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False) -> dict:
+             max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False,
+             noise: tuple[str, float] | None = None) -> dict:
     """The test metrics of a model on ``x: (N, D)``, in nats per example (means over the N
     examples with standard errors ``*_se`` = std / sqrt(N)).
 
@@ -162,9 +164,18 @@ def evaluate(model, x: torch.Tensor, num_samples: int = 5000, *, batch_size: int
     Every result has ``bits_per_dim`` (-log-likelihood / (D ln 2), for binary data, when a
     log-likelihood or bound is reported; else ``None``), ``latent_dim``, ``num_samples``,
     ``num_examples``, ``seconds``.
+
+    ``noise = (kind, level)`` scores an autoencoder's ``denoising_error`` on inputs corrupted
+    that way (masking probability or Gaussian std) instead of its training corruption.
+
+    Raises:
+        ConfigError: ``noise`` given for a model that is not an autoencoder.
     """
     start = time.perf_counter()
     out: dict = {}
+    if noise is not None and not hasattr(model, "noise"):
+        raise ConfigError(f"noise applies to autoencoders; this run's model is "
+                          f"{type(model).__name__}")
     if hasattr(model, "score_samples"):
         device = model_device(model)
         ll = torch.cat([model.score_samples(x[i:i + 2000].to(device)).cpu()
@@ -172,7 +183,8 @@ def evaluate(model, x: torch.Tensor, num_samples: int = 5000, *, batch_size: int
         out["log_likelihood"], out["log_likelihood_se"] = mean_and_se(ll)
         num_samples = None
     elif hasattr(model, "evaluation"):
-        out.update(model.evaluation(x, num_samples))
+        kw = {} if noise is None else {"noise": noise[0], "noise_level": noise[1]}
+        out.update(model.evaluation(x, num_samples, **kw))
     else:
         terms = evaluate_terms(model, x, num_samples, batch_size=batch_size, max_rows=max_rows,
                                progress=progress)

@@ -250,11 +250,14 @@ def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
 
 
 def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *,
-                 split: str = "test", progress: bool = False, save: bool = True) -> dict:
+                 split: str = "test", progress: bool = False, save: bool = True,
+                 noise: tuple[str, float] | None = None) -> dict:
     """Evaluate a run on a split; save the result as ``eval.json`` (``eval-valid.json``...).
 
     The returned dict is :func:`vaekit.evaluation.evaluate`'s plus ``dataset``, ``split``,
-    ``binarization``, ``likelihood``, ``run_dir``.
+    ``binarization``, ``likelihood``, ``run_dir``. With ``noise = (kind, level)`` (autoencoders:
+    the corruption ``denoising_error`` is scored on) the result gains ``noise`` and is saved as
+    ``eval-{split}-{kind}-{level}.json``, leaving ``eval.json`` as it was.
     """
     if not isinstance(run, Run):
         run = load_run(run)
@@ -266,10 +269,14 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
               "binarization": ("dynamic (training); evaluation data binarized once, seed 0"
                                if run.binarization == "dynamic" else run.binarization),
               "likelihood": run.config.model.likelihood}
-    result.update(evaluate(run.model, x, k, progress=progress))
+    result.update(evaluate(run.model, x, k, progress=progress, noise=noise))
     result["run_dir"] = str(run.path)
+    name = EVAL if split == "test" else f"eval-{split}.json"
+    if noise is not None:
+        result["noise"] = {"kind": noise[0], "level": noise[1]}
+        name = f"eval-{split}-{noise[0]}-{noise[1]:g}.json"
     if save:
-        write_json(run.path / (EVAL if split == "test" else f"eval-{split}.json"), result)
+        write_json(run.path / name, result)
     return result
 
 

@@ -147,20 +147,34 @@ class Autoencoder(nn.Module):
         init_output_bias(self.decoder_net[-1], train_mean, self.likelihood)
 
     @torch.no_grad()
-    def evaluation(self, x: torch.Tensor, num_samples: int | None = None) -> dict:
+    def evaluation(self, x: torch.Tensor, num_samples: int | None = None, *,
+                   noise: str | None = None, noise_level: float | None = None) -> dict:
         """Test metrics: ``reconstruction_error`` of clean inputs and, for a denoising
         autoencoder, ``denoising_error`` (clean x reconstructed from a corrupted copy, drawn
         with a fixed seed), each a mean over examples in nats (Bernoulli) with its standard
-        error. ``num_samples`` is ignored (the model is deterministic)."""
+        error. ``num_samples`` is ignored (the model is deterministic).
+
+        ``noise``/``noise_level`` replace the training corruption for ``denoising_error``, so
+        that any autoencoder (a plain one too) is scored on the same corrupted inputs.
+
+        Raises:
+            ConfigError: an unknown noise or a level out of range."""
         from ..evaluation import mean_and_se, model_device
+        noise = self.noise if noise is None else noise
+        noise_level = self.noise_level if noise_level is None else float(noise_level)
+        if noise not in NOISES:
+            raise ConfigError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
+        if noise_level < 0 or (noise == "masking" and noise_level >= 1):
+            raise ConfigError(f"noise level must be >= 0 (below 1 for masking), got "
+                              f"{noise_level}")
         device = model_device(self)
         g = torch.Generator(device="cpu").manual_seed(0)
         clean, noisy = [], []
         for i in range(0, x.shape[0], 2000):
             xb = x[i:i + 2000].cpu()
             clean.append(self.reconstruction_error(xb.to(device)).cpu())
-            if self.noise != "none":
-                xn = corrupt_fixed(xb, self.noise, self.noise_level, g)
+            if noise != "none":
+                xn = corrupt_fixed(xb, noise, noise_level, g)
                 noisy.append(self.reconstruction_error(xb.to(device), xn.to(device)).cpu())
         out = {}
         out["reconstruction_error"], out["reconstruction_error_se"] = mean_and_se(
