@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -256,9 +257,13 @@ def test_mixture_runs_fit_by_em_and_evaluate_exactly(tmp_path, tiny_npz, capsys)
         ev["log_likelihood"])
 
     mob = tmp_path / "mob"
-    code, _, err = run(capsys, "train", "--model", "bernoulli-mixture", "--data", tiny_npz,
-                       "--num-components", "4", "--out", mob, "--no-progress")
+    code, stdout, err = run(capsys, "train", "--model", "bernoulli-mixture", "--data",
+                            tiny_npz, "--num-components", "4", "--out", mob, "--no-progress")
     assert code == 0, err
+    n_iter = int(re.search(r"EM: (\d+) iterations", err).group(1))
+    assert f"trained {n_iter} EM iterations" in stdout          # the same count everywhere
+    records = [json.loads(line) for line in (mob / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(n_iter + 1))   # 0: initialisation
     ev = json.loads((mob / "eval.json").read_text())
     assert ev["log_likelihood"] < 0 and ev["bits_per_dim"] > 0
     assert (mob / "components.png").is_file() and (mob / "samples.png").is_file()

@@ -183,7 +183,7 @@ def fit_em(model, dataset: Dataset, config: Config, run_dir: Path, binarization:
            log: Callable[[str], None]) -> TrainResult:
     """Fit a mixture by EM (restarts, tolerance and iterations from ``config.train``), write
     ``best.safetensors`` and one ``metrics.jsonl`` record per EM iteration (its ``epoch`` is
-    the iteration)."""
+    the iteration; 0 is the initialisation, so the last is ``n_iter_``)."""
     device = resolve_device(config.train.device)
     x = binarize_fixed(dataset.train) if binarization == "dynamic" else dataset.train
     x = x.to(device)                      # EM needs fixed data: grey levels binarized once
@@ -191,20 +191,20 @@ def fit_em(model, dataset: Dataset, config: Config, run_dir: Path, binarization:
     start = time.perf_counter()
     model.to(device).fit(x)
     seconds = time.perf_counter() - start
-    history = [{"epoch": i + 1, "train_bound": ll, "valid_score": None}
+    history = [{"epoch": i, "train_bound": ll, "valid_score": None}
                for i, ll in enumerate(model.history_)]
     valid = float(model.score_samples(eval_split(dataset, "valid", binarization).to(device))
                   .mean())
     if history:                           # the fit's total time on the last record, as the
         history[-1]["valid_score"] = valid  # trainer's cumulative "seconds" ends there
         history[-1]["seconds"] = round(seconds, 3)
-    save_tensors(run_dir / BEST, model.state_dict(), {"epoch": len(history),
+    save_tensors(run_dir / BEST, model.state_dict(), {"epoch": model.n_iter_,
                                                       "valid_score": valid})
     atomic_write(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
     log(f"EM: {model.n_iter_} iterations, converged {model.converged_}, train log-likelihood "
         f"{model.lower_bound_:.3f} nats, validation {valid:.3f} ({seconds:.1f} s)")
-    return TrainResult(history=history, best_epoch=len(history), best_valid_score=valid,
-                       epochs=len(history), stopped="EM converged" if model.converged_
+    return TrainResult(history=history, best_epoch=model.n_iter_, best_valid_score=valid,
+                       epochs=model.n_iter_, stopped="EM converged" if model.converged_
                        else "EM reached em_max_iter", seconds=seconds)
 
 
