@@ -316,7 +316,7 @@ def test_gradients_refuse_models_without_a_bound(tmp_path, tiny_npz, capsys):
     code, _, err = run(capsys, "evaluate", out, "--noise", "masking")
     assert "--noise and --noise-level go together" in _one_line_error(code, err)
     code, _, err = run(capsys, "evaluate", out, "--noise", "masking", "--noise-level", "1.5")
-    assert "below 1 for masking" in _one_line_error(code, err)
+    assert "masking noise_level must lie in [0, 1)" in _one_line_error(code, err)
 
 
 def test_config_json_of_early_runs_still_loads():

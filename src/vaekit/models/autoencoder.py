@@ -41,6 +41,17 @@ def reconstruction_error(out: torch.Tensor, x: torch.Tensor, likelihood: str) ->
     return 0.5 * (out - x).square().sum(-1)
 
 
+def check_noise(noise: str, level: float) -> None:
+    """Raise ConfigError unless ``noise`` is one of ``NOISES`` and ``level`` fits it: a masking
+    probability in [0, 1), a Gaussian standard deviation >= 0."""
+    if noise not in NOISES:
+        raise ConfigError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
+    if noise == "masking" and not 0 <= level < 1:
+        raise ConfigError(f"masking noise_level must lie in [0, 1), got {level}")
+    if level < 0:
+        raise ConfigError(f"noise_level must be >= 0, got {level}")
+
+
 def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
     """Masking noise (each value set to 0 with probability ``level``) or additive Gaussian
     noise of standard deviation ``level`` (Vincent et al. 2010, Sec. 4.2)."""
@@ -86,12 +97,7 @@ class Autoencoder(nn.Module):
                  activation: str = "tanh", likelihood: str = "bernoulli", noise: str = "none",
                  noise_level: float = 0.0) -> None:
         super().__init__()
-        if noise not in NOISES:
-            raise ConfigError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
-        if noise == "masking" and not 0 <= noise_level < 1:
-            raise ConfigError(f"masking noise_level must lie in [0, 1), got {noise_level}")
-        if noise_level < 0:
-            raise ConfigError(f"noise_level must be >= 0, got {noise_level}")
+        check_noise(noise, noise_level)
         self.data_dim, self.latent_dim, self.likelihood = data_dim, code_dim, likelihood
         self.noise, self.noise_level = noise, float(noise_level)
         sizes = [data_dim, *hidden_sizes, code_dim]
@@ -162,11 +168,7 @@ class Autoencoder(nn.Module):
         from ..evaluation import mean_and_se, model_device
         noise = self.noise if noise is None else noise
         noise_level = self.noise_level if noise_level is None else float(noise_level)
-        if noise not in NOISES:
-            raise ConfigError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
-        if noise_level < 0 or (noise == "masking" and noise_level >= 1):
-            raise ConfigError(f"noise level must be >= 0 (below 1 for masking), got "
-                              f"{noise_level}")
+        check_noise(noise, noise_level)
         device = model_device(self)
         g = torch.Generator(device="cpu").manual_seed(0)
         clean, noisy = [], []
