@@ -7,12 +7,16 @@ import math
 import pytest
 import torch
 
+import vaekit.evaluation as evaluation
 from vaekit.evaluation import (
+    COMPILE_MIN_ROWS,
     _batch_and_chunk,
+    _CompiledLogJoint,
     active_units,
     evaluate,
     evaluate_terms,
     log_likelihood,
+    use_compile,
 )
 from vaekit.models import VAE, LinearGaussian
 from vaekit.objectives import iwae_bound
@@ -80,3 +84,51 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
     assert activity.shape == (5,)
     assert activity[1] == 0 and activity[3] == 0
     assert (activity[[0, 2, 4]] > 0.01).all()
+
+
+def _seeded_log_likelihood(m, x, k, compile):
+    torch.manual_seed(7)                  # samples are drawn eagerly: same z either way
+    return log_likelihood(m, x, k, max_rows=256, compile=compile)
+
+
+def test_compiled_log_density_equals_eager_and_follows_parameter_updates():
+    """torch.compile must give the eager numbers (to float rounding) and must read the
+    parameters at every call: a graph that baked in the weights would go stale here."""
+    torch.manual_seed(3)
+    m = VAE(30, latent_dim=4, hidden_sizes=(16,))
+    x = (torch.rand(37, 30) < 0.3).float()               # 37: a short last batch too
+    for step in range(2):
+        eager = _seeded_log_likelihood(m, x, 50, compile=False)
+        compiled = _seeded_log_likelihood(m, x, 50, compile=True)
+        assert not evaluation.compiled_log_joint.failed
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-4)
+        with torch.no_grad():                            # move the weights; compile again?
+            for p in m.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        if step == 0:
+            before = compiled
+    assert (compiled - before).abs().max() > 0.1        # the update changed the estimate
+    assert evaluate(m, x, 50, compile=True)["compiled"] is True
+    assert evaluate(m, x, 50, compile=False)["compiled"] is False
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(evaluation, "compiled_log_joint", _CompiledLogJoint())
+    torch.manual_seed(4)
+    m = VAE(12, latent_dim=2, hidden_sizes=(8,))
+    x = (torch.rand(9, 12) < 0.5).float()
+    with pytest.warns(UserWarning, match="torch.compile failed.*no C.. compiler"):
+        compiled = _seeded_log_likelihood(m, x, 20, compile=True)
+    torch.testing.assert_close(compiled, _seeded_log_likelihood(m, x, 20, compile=False),
+                               rtol=0, atol=0)
+    assert evaluate(m, x, 20, compile=True)["compiled"] is False
+
+
+def test_compile_auto_resolves_by_the_number_of_rows_and_rejects_other_values():
+    assert use_compile("auto", COMPILE_MIN_ROWS) and not use_compile("auto", COMPILE_MIN_ROWS - 1)
+    assert use_compile(True, 1) and not use_compile(False, 10**9)
+    with pytest.raises(ValueError, match="compile must be"):
+        use_compile("yes", 10)

@@ -251,13 +251,15 @@ def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
 
 def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *,
                  split: str = "test", progress: bool = False, save: bool = True,
-                 noise: tuple[str, float] | None = None) -> dict:
+                 noise: tuple[str, float] | None = None,
+                 compile: bool | str = "auto") -> dict:
     """Evaluate a run on a split; save the result as ``eval.json`` (``eval-valid.json``...).
 
     The returned dict is :func:`vaekit.evaluation.evaluate`'s plus ``dataset``, ``split``,
     ``binarization``, ``likelihood``, ``run_dir``. With ``noise = (kind, level)`` (autoencoders:
     the corruption ``denoising_error`` is scored on) the result gains ``noise`` and is saved as
-    ``eval-{split}-{kind}-{level}.json``, leaving ``eval.json`` as it was.
+    ``eval-{split}-{kind}-{level}.json``, leaving ``eval.json`` as it was. ``compile`` as in
+    :func:`vaekit.evaluation.log_likelihood`.
     """
     if not isinstance(run, Run):
         run = load_run(run)
@@ -269,7 +271,7 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
               "binarization": ("dynamic (training); evaluation data binarized once, seed 0"
                                if run.binarization == "dynamic" else run.binarization),
               "likelihood": run.config.model.likelihood}
-    result.update(evaluate(run.model, x, k, progress=progress, noise=noise))
+    result.update(evaluate(run.model, x, k, progress=progress, noise=noise, compile=compile))
     result["run_dir"] = str(run.path)
     name = EVAL if split == "test" else f"eval-{split}.json"
     if noise is not None:
