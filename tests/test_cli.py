@@ -10,10 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from test_download import server  # noqa: F401  (fixture)
 
 import vaekit.data as data
 from vaekit.cli import main
+from vaekit.runs import evaluate_run, load_run
 
 TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden-sizes", "16", "--batch-size", "32",
         "--eval-num-samples", "20", "--no-progress"]
@@ -58,7 +60,15 @@ def test_evaluate_json_and_sample(trained, capsys):
     for key in ("elbo", "log_likelihood", "num_samples", "active_units", "dataset",
                 "binarization", "kl", "reconstruction", "bits_per_dim", "log_likelihood_se"):
         assert key in r
-    assert r["num_samples"] == 30 and r["split"] == "test"
+    assert r["num_samples"] == 30 and r["split"] == "test" and r["seed"] == 0
+    loaded = load_run(out)
+    state = torch.get_rng_state()
+    again = evaluate_run(loaded, 30, save=False)
+    assert again["log_likelihood"] == r["log_likelihood"]        # seeded: the same numbers
+    assert torch.equal(torch.get_rng_state(), state)              # the caller's RNG untouched
+    other = json.loads(run(capsys, "evaluate", out, "--num-samples", "30", "--seed", "1",
+                           "--json")[1])
+    assert other["log_likelihood"] != r["log_likelihood"] and other["seed"] == 1
     code, _, err = run(capsys, "evaluate", out, "--noise", "masking", "--noise-level", "0.2")
     assert "noise applies to autoencoders" in _one_line_error(code, err)
     assert r["log_likelihood"] >= r["elbo"] - 1.0

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(denoising error; saved as eval-SPLIT-NOISE-LEVEL.json)")
     e.add_argument("--noise-level", type=float, metavar="P",
                    help="masking probability or Gaussian std for --noise")
+    e.add_argument("--seed", type=int, default=0,
+                   help="seed of the importance samples (default 0: the same numbers each time)")
     e.add_argument("--no-compile", action="store_true",
                    help="evaluate without torch.compile (by default the decoder's "
                         "log-density is compiled when k x N >= 1e6: about 2x faster on a "
@@ -262,7 +264,7 @@ def _cmd_evaluate(args) -> int:
     noise = None if args.noise is None else (args.noise, args.noise_level)
     result = evaluate_run(run, args.num_samples, split=args.split,
                           progress=not args.no_progress and not args.json, noise=noise,
-                          compile=False if args.no_compile else "auto")
+                          compile=False if args.no_compile else "auto", seed=args.seed)
     print(json.dumps(result, indent=2) if args.json else format_eval(result))
     return 0
 

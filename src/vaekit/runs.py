@@ -37,7 +37,7 @@ from .data import (
     resolve_binarization,
 )
 from .errors import CheckpointError, ConfigError
-from .evaluation import evaluate
+from .evaluation import evaluate, model_device
 from .io import atomic_write, load_tensors, read_json, save_tensors, write_json
 from .models import build_model
 from .training import (
@@ -252,14 +252,16 @@ def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
 def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *,
                  split: str = "test", progress: bool = False, save: bool = True,
                  noise: tuple[str, float] | None = None,
-                 compile: bool | str = "auto") -> dict:
+                 compile: bool | str = "auto", seed: int = 0) -> dict:
     """Evaluate a run on a split; save the result as ``eval.json`` (``eval-valid.json``...).
 
     The returned dict is :func:`vaekit.evaluation.evaluate`'s plus ``dataset``, ``split``,
     ``binarization``, ``likelihood``, ``run_dir``. With ``noise = (kind, level)`` (autoencoders:
     the corruption ``denoising_error`` is scored on) the result gains ``noise`` and is saved as
     ``eval-{split}-{kind}-{level}.json``, leaving ``eval.json`` as it was. ``compile`` as in
-    :func:`vaekit.evaluation.log_likelihood`.
+    :func:`vaekit.evaluation.log_likelihood`. The importance samples are drawn from a
+    generator seeded with ``seed`` (saved in the result), so evaluating a run again gives the
+    same numbers; the caller's random state is left as it was.
     """
     if not isinstance(run, Run):
         run = load_run(run)
@@ -271,7 +273,12 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
               "binarization": ("dynamic (training); evaluation data binarized once, seed 0"
                                if run.binarization == "dynamic" else run.binarization),
               "likelihood": run.config.model.likelihood}
-    result.update(evaluate(run.model, x, k, progress=progress, noise=noise, compile=compile))
+    device = model_device(run.model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        result.update(evaluate(run.model, x, k, progress=progress, noise=noise,
+                               compile=compile))
+    result["seed"] = seed
     result["run_dir"] = str(run.path)
     name = EVAL if split == "test" else f"eval-{split}.json"
     if noise is not None:
@@ -324,7 +331,7 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
             clean = shown[:10]
             noisy = corrupt_fixed(clean, model.noise, model.noise_level,
                                   torch.Generator().manual_seed(0))
-            rec = model.decode_mean(model.embed(noisy.to(_device(model)))).cpu()
+            rec = model.decode_mean(model.embed(noisy.to(model_device(model)))).cpu()
             save(plotting.plot_denoising(noisy, clean, rec, shape), "denoising.png")
     if can_embed and getattr(model, "latent_dim", None) == 2:
         if shape is not None and hasattr(model, "prior"):
@@ -344,10 +351,6 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
                                        title="component means, by weight"), "components.png")
     return written
 
-
-def _device(model) -> torch.device:
-    from .evaluation import model_device
-    return model_device(model)
 
 
 def load_eval(run_dir: str | os.PathLike) -> dict:
