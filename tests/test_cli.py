@@ -69,6 +69,10 @@ def test_evaluate_json_and_sample(trained, capsys):
     other = json.loads(run(capsys, "evaluate", out, "--num-samples", "30", "--seed", "1",
                            "--json")[1])
     assert other["log_likelihood"] != r["log_likelihood"] and other["seed"] == 1
+    last = json.loads(run(capsys, "evaluate", out, "--num-samples", "30", "--checkpoint",
+                          "last", "--json")[1])
+    assert last["checkpoint"] == "last" and r["checkpoint"] == "best"
+    assert json.loads((out / "eval-last.json").read_text())["checkpoint"] == "last"
     code, _, err = run(capsys, "evaluate", out, "--noise", "masking", "--noise-level", "0.2")
     assert "noise applies to autoencoders" in _one_line_error(code, err)
     assert r["log_likelihood"] >= r["elbo"] - 1.0

@@ -65,6 +65,7 @@ class Run:
     model: torch.nn.Module
     dataset: Dataset
     binarization: str     # "dynamic" or "none", as trained
+    checkpoint: str = "best"   # which weights the model holds: "best" or "last"
 
 
 def _stderr(msg: str) -> None:
@@ -246,7 +247,7 @@ def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
         raise CheckpointError(f"the {checkpoint} checkpoint of {path} does not fit its "
                               f"{CONFIG} ({str(e).splitlines()[0]})") from None
     model.to(resolve_device(config.train.device)).eval()
-    return Run(path, config, model, dataset, binarization)
+    return Run(path, config, model, dataset, binarization, checkpoint)
 
 
 def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *,
@@ -256,9 +257,11 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
     """Evaluate a run on a split; save the result as ``eval.json`` (``eval-valid.json``...).
 
     The returned dict is :func:`vaekit.evaluation.evaluate`'s plus ``dataset``, ``split``,
-    ``binarization``, ``likelihood``, ``run_dir``. With ``noise = (kind, level)`` (autoencoders:
-    the corruption ``denoising_error`` is scored on) the result gains ``noise`` and is saved as
-    ``eval-{split}-{kind}-{level}.json``, leaving ``eval.json`` as it was. ``compile`` as in
+    ``binarization``, ``likelihood``, ``checkpoint``, ``seed``, ``run_dir``. With ``noise =
+    (kind, level)`` (autoencoders: the corruption ``denoising_error`` is scored on) the result
+    gains ``noise`` and is saved as ``eval-{split}-{kind}-{level}.json``, leaving ``eval.json``
+    as it was; the last checkpoint's results are saved with ``-last`` before ``.json``
+    (``eval-last.json``), so they never replace the best checkpoint's. ``compile`` as in
     :func:`vaekit.evaluation.log_likelihood`. The importance samples are drawn from a
     generator seeded with ``seed`` (saved in the result), so evaluating a run again gives the
     same numbers; the caller's random state is left as it was.
@@ -278,12 +281,13 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
         torch.manual_seed(seed)
         result.update(evaluate(run.model, x, k, progress=progress, noise=noise,
                                compile=compile))
-    result["seed"] = seed
-    result["run_dir"] = str(run.path)
+    result.update(seed=seed, checkpoint=run.checkpoint, run_dir=str(run.path))
     name = EVAL if split == "test" else f"eval-{split}.json"
     if noise is not None:
         result["noise"] = {"kind": noise[0], "level": noise[1]}
         name = f"eval-{split}-{noise[0]}-{noise[1]:g}.json"
+    if run.checkpoint != "best":
+        name = name.replace(".json", f"-{run.checkpoint}.json")
     if save:
         write_json(run.path / name, result)
     return result
