@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the importance samples (default 0: the same numbers each time)")
     e.add_argument("--no-compile", action="store_true",
                    help="evaluate without torch.compile (by default the decoder's "
-                        "log-density is compiled when k x N >= 1e6: about 2x faster on a "
-                        "CPU, equal to float rounding)")
+                        "log-density is compiled when k x N >= 1e7: faster, equal to float "
+                        "rounding)")
     _add_common(e)
 
     g = sub.add_parser("gradients", help="variance and SNR of gradient estimators at a run's "

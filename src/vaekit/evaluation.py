@@ -19,7 +19,7 @@ from .distributions import analytic_kl
 from .errors import ConfigError
 
 DEFAULT_MAX_ROWS = 2048   # decoder rows (chunk x batch) at once: bounds memory, stays in cache
-COMPILE_MIN_ROWS = 1_000_000   # compile="auto" compiles when num_samples x N reaches this
+COMPILE_MIN_ROWS = 10_000_000   # compile="auto" compiles when num_samples x N reaches this
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
