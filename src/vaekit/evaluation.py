@@ -248,13 +248,13 @@ def evaluate(model, x: torch.Tensor, num_samples: int = 5000, *, batch_size: int
         kw = {} if noise is None else {"noise": noise[0], "noise_level": noise[1]}
         out.update(model.evaluation(x, num_samples, **kw))
     else:
+        compiled = use_compile(compile, num_samples * x.shape[0])
         terms = evaluate_terms(model, x, num_samples, batch_size=batch_size, max_rows=max_rows,
-                               progress=progress, compile=compile)
+                               progress=progress, compile=compiled)
         for key in ("log_likelihood", "elbo", "reconstruction", "kl"):
             out[key], out[f"{key}_se"] = mean_and_se(terms[key])
         out["active_units"], _ = active_units(model, x)
-        out["compiled"] = (use_compile(compile, num_samples * x.shape[0])
-                           and not compiled_log_joint.failed)
+        out["compiled"] = compiled and not compiled_log_joint.failed
     ll = out.get("log_likelihood", out.get("log_likelihood_bound"))
     binary = getattr(model, "likelihood", "bernoulli") == "bernoulli"
     out["bits_per_dim"] = -ll / (x.shape[1] * math.log(2)) if ll is not None and binary else None

@@ -356,7 +356,6 @@ def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
     return written
 
 
-
 def load_eval(run_dir: str | os.PathLike) -> dict:
     """The saved ``eval.json`` of a run."""
     return json.loads((Path(run_dir) / EVAL).read_text(encoding="utf-8"))
