@@ -28,8 +28,10 @@ from vaekit.errors import ConfigError, DataError, DataNotFoundError
 # ----------------------------------------------------------------------------- mnist-5k
 def test_mnist_5k_splits_ranges_and_labels(mnist5k):
     d = mnist5k
-    assert (d.train.shape, d.valid.shape, d.test.shape) == ((4000, 784), (500, 784), (500, 784))
+    assert (d.train.shape, d.valid.shape, d.test.shape) == ((4000, 1, 28, 28), (500, 1, 28, 28),
+                                                           (500, 1, 28, 28))
     assert d.train.dtype == torch.float32 and d.image_shape == (28, 28)
+    assert d.raw_train.dtype == torch.uint8 and d.divisor == 255     # stored as grey levels
     assert float(d.train.min()) == 0.0 and float(d.train.max()) == 1.0
     assert not d.binary                                   # grey levels
     assert set(d.test_labels.tolist()) == set(range(10))
@@ -54,8 +56,10 @@ def _write_amat(a: np.ndarray, path) -> None:
 @needs_shared_data
 def test_binarized_mnist_from_npz_via_data_dir_and_env(monkeypatch):
     d = load_binarized_mnist(SHARED_DATA, download_missing=False)
-    assert (d.train.shape, d.valid.shape, d.test.shape) == ((50000, 784), (10000, 784),
-                                                           (10000, 784))
+    assert (d.train.shape, d.valid.shape, d.test.shape) == ((50000, 1, 28, 28),
+                                                           (10000, 1, 28, 28),
+                                                           (10000, 1, 28, 28))
+    assert d.raw_train.dtype == torch.uint8
     assert d.binary
     assert 0.12 < float(d.train.mean()) < 0.14            # MNIST ink density
     monkeypatch.setenv("VAEKIT_DATA_DIR", str(SHARED_DATA))
@@ -73,7 +77,7 @@ def test_amat_files_reproduce_the_published_checksums_and_load(tmp_path):
         _write_amat(a, p)
         assert hashlib.sha256(p.read_bytes()).hexdigest() == BINARIZED_MNIST_SHA256[split]
     d = load_binarized_mnist(tmp_path, download_missing=False)
-    assert torch.equal(d.valid, torch.from_numpy(arrays["valid"].astype(np.float32)))
+    assert torch.equal(d.valid.flatten(1), torch.from_numpy(arrays["valid"].astype(np.float32)))
 
 
 def test_binarized_mnist_missing_without_download_names_where_it_looked(tmp_path):
@@ -137,14 +141,15 @@ def test_npz_with_named_splits_and_missing_test(tmp_path):
     assert (len(d.train), len(d.valid), len(d.test)) == (90, 10, 9)
 
 
-def test_npy_uint8_images_are_scaled_and_flattened(tmp_path):
+def test_npy_uint8_images_are_scaled_and_keep_their_shape(tmp_path):
     a = np.random.default_rng(0).integers(0, 256, (30, 1, 5, 4), dtype=np.uint8)
     p = tmp_path / "img.npy"
     np.save(p, a)
     d = load_array_file(p)
     assert d.image_shape == (5, 4) and d.dim == 20
+    assert d.event_shape == (1, 5, 4) and d.raw_train.dtype == torch.uint8
     assert float(d.train.max()) <= 1.0
-    all_rows = torch.cat([d.train, d.valid, d.test]) * 255
+    all_rows = torch.cat([d.train, d.valid, d.test]).flatten(1) * 255
     assert torch.allclose(all_rows.sort(0).values,
                           torch.from_numpy(a.reshape(30, 20).astype(np.float32)).sort(0).values)
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from vaekit.config import TrainConfig, load_config
 from vaekit.data import eval_split
 from vaekit.distributions import stop_gradient
+from vaekit.estimators import get_estimator
 from vaekit.models import HierarchicalVAE, build_model
 from vaekit.objectives import elbo, iwae_bound, log_weights_given
 from vaekit.training import Trainer, validation_score
@@ -73,14 +74,14 @@ def test_iwae_paper_two_layer_preset_builds_the_papers_network():
 
 def test_training_raises_the_validation_bound(mnist5k):
     torch.manual_seed(0)
-    m = HierarchicalVAE(784, latent_dims=(20, 10), hidden_sizes=(100,),
+    m = HierarchicalVAE(mnist5k.event_shape, latent_dims=(20, 10), hidden_sizes=(100,),
                         upper_hidden_sizes=(50,))
     m.init_decoder_bias(mnist5k.train.mean(0))
     valid = eval_split(mnist5k, "valid", "dynamic")
     before = validation_score(m, valid)
     for objective, k in (("elbo", 1), ("iwae", 3)):
-        cfg = TrainConfig(objective=objective, num_samples=k, epochs=2, batch_size=50,
-                          lr=2e-3, device="cpu")
-        Trainer(m, cfg, mnist5k.train, valid, dynamic_binarization=True, progress=False).fit()
+        cfg = TrainConfig(objective=objective, epochs=2, batch_size=50, lr=2e-3, device="cpu")
+        Trainer(m, cfg, mnist5k.train, valid, estimator=get_estimator(objective, num_samples=k),
+                dynamic_binarization=True, progress=False).fit()
     after = validation_score(m, valid)
     assert after > before + 25, (before, after)

@@ -21,7 +21,7 @@ from vaekit.importance_sampling import (
     log_importance_weights,
     log_px_estimates,
 )
-from vaekit.mixtures import GaussianMixture
+from vaekit.models.mixtures import GaussianMixture
 from vaekit.plotting import plot_em_history, plot_importance_sampling, plot_mixture_2d
 from vaekit.synthetic import gaussian_mixture_2d, true_gaussian_mixture_2d
 

@@ -20,7 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from vaekit.errors import ConfigError, DataError, VaekitError
-from vaekit.mixtures import (
+from vaekit.models.mixtures import (
     BernoulliMixture,
     ComponentCollapseError,
     GaussianMixture,

@@ -11,7 +11,7 @@ import vaekit.estimators as estimators
 from vaekit.config import TrainConfig, load_config
 from vaekit.data import eval_split, load_array_file
 from vaekit.errors import CheckpointError, TrainingDivergedError
-from vaekit.estimators import Losses
+from vaekit.estimators import Losses, get_estimator
 from vaekit.evaluation import log_likelihood
 from vaekit.io import atomic_write, load_tensors, save_tensors
 from vaekit.models import VAE
@@ -27,7 +27,7 @@ from vaekit.training import (
 
 def test_a_few_epochs_on_mnist_5k_raise_the_validation_score(mnist5k):
     torch.manual_seed(0)
-    model = VAE(784, latent_dim=8, hidden_sizes=(64,))
+    model = VAE(mnist5k.event_shape, latent_dim=8, hidden_sizes=(64,))
     model.init_decoder_bias(mnist5k.train.mean(0))
     valid = eval_split(mnist5k, "valid", "dynamic")
     before = validation_score(model, valid)
@@ -44,24 +44,25 @@ def test_a_few_epochs_on_mnist_5k_raise_the_validation_score(mnist5k):
 @pytest.mark.parametrize("objective,k", [("wake-sleep", 1), ("rws", 5)])
 def test_wake_sleep_and_rws_raise_the_test_log_likelihood(mnist5k, objective, k):
     torch.manual_seed(0)
-    model = VAE(784, latent_dim=8, hidden_sizes=(64,))
+    model = VAE(mnist5k.event_shape, latent_dim=8, hidden_sizes=(64,))
     model.init_decoder_bias(mnist5k.train.mean(0))
     test = eval_split(mnist5k, "test", "dynamic")[:200]
     before = float(log_likelihood(model, test, 100).mean())
-    cfg = TrainConfig(objective=objective, num_samples=k, epochs=3, batch_size=50, lr=2e-3,
-                      device="cpu")
+    cfg = TrainConfig(objective=objective, epochs=3, batch_size=50, lr=2e-3, device="cpu")
     Trainer(model, cfg, mnist5k.train, eval_split(mnist5k, "valid", "dynamic"),
-            dynamic_binarization=True, progress=False).fit()
+            estimator=get_estimator(objective, num_samples=k), dynamic_binarization=True,
+            progress=False).fit()
     after = float(log_likelihood(model, test, 100).mean())
     assert after > before + 30, (before, after)    # e.g. -212 -> -167 (ws), -149 (rws)
 
 
-def _tiny_trainer(tiny_npz, run_dir, epochs, **overrides):
+def _tiny_trainer(tiny_npz, run_dir, epochs, estimator=None, **overrides):
     d = load_array_file(tiny_npz)
     torch.manual_seed(0)
-    model = VAE(d.dim, latent_dim=3, hidden_sizes=(16,))
+    model = VAE(d.event_shape, latent_dim=3, hidden_sizes=(16,))
     cfg = TrainConfig(epochs=epochs, batch_size=32, seed=7, device="cpu", **overrides)
-    return Trainer(model, cfg, d.train, d.valid, run_dir=run_dir, progress=False)
+    return Trainer(model, cfg, d.train, d.valid, estimator=estimator, run_dir=run_dir,
+                   progress=False)
 
 
 def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(tiny_npz, tmp_path):
@@ -94,8 +95,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_npz, 
             Poisoned.calls += 1
             losses = super().forward(model, x)
             if Poisoned.calls > 2 * steps_per_epoch:         # epoch 3 goes bad
-                bad = losses.model_loss * float("nan")
-                return Losses(losses.bound * float("nan"), bad, bad)
+                return Losses(losses.bound * float("nan"), losses.loss * float("nan"))
             return losses
 
     monkeypatch.setitem(estimators.ESTIMATORS, "poisoned", Poisoned)
@@ -115,7 +115,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(tiny_npz, tmp_
     class Ascent(estimators.ELBO):       # minimises the ELBO: validation gets worse
         def forward(self, model, x):
             losses = super().forward(model, x)
-            return Losses(losses.bound, -losses.model_loss, -losses.model_loss)
+            return Losses(losses.bound, -losses.loss)
 
     monkeypatch.setitem(estimators.ESTIMATORS, "ascent", Ascent)
     result = _tiny_trainer(tiny_npz, tmp_path / "r", 50, objective="ascent", patience=2,
@@ -164,12 +164,14 @@ def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_kl_warmup_raises_beta_linearly(tiny_npz, tmp_path):
-    t = _tiny_trainer(tiny_npz, None, 1, kl_warmup_epochs=2.0, beta=0.8)
+    t = _tiny_trainer(tiny_npz, None, 1, kl_warmup_epochs=2.0,
+                      estimator=get_estimator("elbo", beta=0.8))
     t.fit()
     n = len(load_array_file(tiny_npz).train)
     last_start = (n - 1) // 32 * 32          # the last batch of epoch 1 starts here
     assert t.estimator.beta == pytest.approx(0.8 * (last_start / n) / 2)
-    t = _tiny_trainer(tiny_npz, None, 3, kl_warmup_epochs=2.0, beta=0.8)
+    t = _tiny_trainer(tiny_npz, None, 3, kl_warmup_epochs=2.0,
+                      estimator=get_estimator("elbo", beta=0.8))
     t.fit()
     assert t.estimator.beta == pytest.approx(0.8)
 

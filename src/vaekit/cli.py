@@ -18,9 +18,17 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .config import PRESETS, SECTIONS, Config, field_types, load_config, set_field
-from .errors import ConfigError, VaekitError
+from .config import (
+    PRESETS,
+    Config,
+    DataConfig,
+    TrainConfig,
+    merge,
+    read_config_file,
+)
+from .errors import ConfigError, VaekitError, VaekitWarning
 from .io import read_json
+from .options import choices_of, field_types
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -39,25 +47,101 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _option_sources():
+    """``[(section, group title, options class, owners)]``: the data section, the trainer,
+    every estimator's and every family's options (owners: the names that take each class)."""
+    from .estimators import ESTIMATORS
+    from .families import FAMILIES, _ensure_registered
+    _ensure_registered()
+    yield "data", "data", DataConfig, None
+    yield "train", "training", TrainConfig, None
+    for name in ESTIMATORS:
+        yield "train", "objective", ESTIMATORS.get(name).options, name
+    for name in FAMILIES:
+        yield "model", "model", FAMILIES.get(name).options, name
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    for section, cls in SECTIONS.items():
-        group = p.add_argument_group(f"{section} configuration (override --config)")
+    """One option per configuration field of the data section, the trainer, every estimator
+    and every family. An option that several estimators or families take appears once, in a
+    group named after the ones that take it."""
+    fields: dict[str, dict] = {}              # name -> {section, field, type, owners, title}
+    for section, title, cls, owner in _option_sources():
         types_ = field_types(cls)
         for f in dataclasses.fields(cls):
-            flags = [_flag(f.name)]
-            if f.name == "dataset":
-                flags.insert(0, "--data")
-            help_ = f.metadata.get("help", "")
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            if types_[f.name] is bool:
-                group.add_argument(*flags, dest=f"{section}.{f.name}",
-                                   action=argparse.BooleanOptionalAction,
-                                   default=argparse.SUPPRESS, help=f"{help_} (default {default})")
-            else:
-                if isinstance(default, list):
-                    default = ",".join(map(str, default))
-                group.add_argument(*flags, dest=f"{section}.{f.name}", metavar="VALUE",
-                                   default=argparse.SUPPRESS, help=f"{help_} (default {default})")
+            if f.name == "objective":               # --objective, with its choices, above
+                continue
+            entry = fields.setdefault(f.name, {"section": section, "field": f, "title": title,
+                                               "type": types_[f.name], "owners": [],
+                                               "defaults": {}})
+            if entry["section"] != section:
+                raise RuntimeError(f"option {f.name!r} is declared in both the {section} and "
+                                   f"the {entry['section']} sections")
+            if owner is not None and owner not in entry["owners"]:
+                entry["owners"].append(owner)
+                default = (f.default if f.default is not dataclasses.MISSING
+                           else f.default_factory())
+                entry["defaults"].setdefault(_shown(default), []).append(owner)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+
+    def group(title: str, owners: list[str]) -> argparse._ArgumentGroup:
+        key = f"{title}: {', '.join(owners)}" if owners else title
+        if key not in groups:
+            what = {"data": "data (override --config)", "training": "training",
+                    "objective": "objective", "model": "model"}
+            head = what[title] + (f" {', '.join(owners)}" if owners else "")
+            if owners:
+                head = ("options of the " + what[title] + ("s " if len(owners) > 1 else " ")
+                        + ", ".join(owners))
+            groups[key] = p.add_argument_group(head)
+        return groups[key]
+
+    for name, e in sorted(fields.items(), key=lambda kv: (
+            ("data", "training", "objective", "model").index(kv[1]["title"]),
+            -len(kv[1]["owners"]))):
+        f = e["field"]
+        flags = [_flag(name)] + (["--data"] if name == "dataset" else [])
+        if name == "dataset":
+            flags.reverse()
+        help_ = f.metadata.get("help", "")
+        defaults = e["defaults"] or {
+            _shown(f.default if f.default is not dataclasses.MISSING else f.default_factory()):
+                []}
+        if len(defaults) == 1:
+            shown = f"(default {next(iter(defaults))})"
+        else:
+            shown = "(default " + "; ".join(f"{v} for {', '.join(o)}"
+                                            for v, o in defaults.items()) + ")"
+        g = group(e["title"], e["owners"])
+        dest = f"{e['section']}.{name}"
+        if e["type"] is bool:
+            g.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=f"{help_} {shown}")
+        else:
+            choices = choices_of(f)
+            metavar = "{" + ",".join(choices) + "}" if choices else _metavar(e["type"])
+            g.add_argument(*flags, dest=dest, metavar=metavar, default=argparse.SUPPRESS,
+                           help=f"{help_} {shown}")
+
+
+def _shown(default) -> str:
+    return ",".join(map(str, default)) if isinstance(default, list) else str(default)
+
+
+def _metavar(tp) -> str:
+    import typing
+    if typing.get_origin(tp) is list:
+        return "N,N,..."
+    return {int: "N", float: "X"}.get(tp, "TEXT")
+
+
+def _model_and_objective_help() -> tuple[str, str]:
+    from .estimators import ESTIMATORS
+    from .families import FAMILIES, _ensure_registered
+    _ensure_registered()
+    own = [o for n in FAMILIES for o in FAMILIES.get(n).objectives
+           if o != "bound" and o not in ESTIMATORS]
+    return ", ".join(FAMILIES), ", ".join(["auto", *ESTIMATORS, *dict.fromkeys(own)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the interrupted run in RUN")
     t.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")
+    models, objectives = _model_and_objective_help()
+    t.add_argument("--model", dest="model.model", metavar="{" + models.replace(", ", ",") + "}",
+                   default=argparse.SUPPRESS, help="model family (default vae): " + models)
+    t.add_argument("--objective", dest="train.objective", metavar="OBJECTIVE",
+                   default=argparse.SUPPRESS,
+                   help="training objective / gradient estimator (default auto: the model "
+                        "family's own): " + objectives)
     _add_common(t)
     _add_config_options(t)
 
@@ -127,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--num-samples", type=int, default=5000, metavar="K",
                    help="k of the test log-likelihood (eval.json is reused when it matches)")
     c.add_argument("--data-dir", metavar="DIR", help="where the datasets are now, if moved")
+    c.add_argument("--allow-mixed", action="store_true",
+                   help="compare runs trained on different datasets or binarizations")
     _add_common(c)
 
     i = sub.add_parser("importance-sampling",
@@ -146,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", metavar="DIR", help="where the json and png go (default: RUN, or "
                                                 "runs/importance-sampling)")
     i.add_argument("--json", action="store_true", help="print the rows as JSON")
+    i.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch)")
 
     s = sub.add_parser("sample", help="draw samples, reconstructions and other figures of a run")
     s.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
@@ -164,26 +258,25 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The configuration: ``--config`` (or the run's, with ``--resume``) plus overrides."""
-    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    overrides: dict[str, dict] = {}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".")
+            overrides.setdefault(section, {})[name] = value
+    given = [n for values in overrides.values() for n in values]
     if args.resume:
         from .runs import CONFIG
         cfg_path = Path(args.resume) / CONFIG
         if not cfg_path.is_file():
             raise ConfigError(f"--resume {args.resume}: no {CONFIG} there; is it a run directory?")
-        config = Config.from_dict(read_json(cfg_path))
-        fixed = sorted(k.split(".")[1] for k in overrides
-                       if k.split(".")[1] not in RESUMABLE_FIELDS)
+        fixed = sorted(n for n in given if n not in RESUMABLE_FIELDS)
         if fixed or args.config:
             names = ", ".join(_flag(n) for n in fixed) or "--config"
             raise ConfigError(
                 f"{names} cannot change when resuming; only "
                 f"{', '.join(_flag(n) for n in sorted(RESUMABLE_FIELDS))} can")
-    else:
-        config = load_config(args.config)
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        set_field(getattr(config, section), name, value)
-    return config.validate()
+        return Config.from_dict(merge(read_json(cfg_path), overrides), legacy=True).validate()
+    return Config.from_dict(merge(read_config_file(args.config), overrides)).validate()
 
 
 def _fmt(v, se=None, digits=2) -> str:
@@ -197,33 +290,18 @@ def _fmt(v, se=None, digits=2) -> str:
     return s
 
 
-def format_eval(r: dict) -> str:
-    """A short table of an evaluation result (nats per example, mean ± standard error); only
-    the metrics the model family reports are shown."""
-    k = r.get("num_samples")
-    labels = [
-        ("log_likelihood", "log-likelihood (exact)" if k is None
-         else f"log-likelihood (IWAE bound, k={k})"),
-        ("log_likelihood_bound", "log-likelihood lower bound"),
-        ("elbo", "ELBO"), ("reconstruction", "  reconstruction E_q log p(x|z)"),
-        ("kl", "  KL(q(z|x) || p(z))"),
-        ("reconstruction_error", "reconstruction error -log p(x|x^)"),
-        ("denoising_error", "denoising error (from corrupted x)"),
-    ]
-    rows = [(label, _fmt(r[key], r.get(f"{key}_se"))) for key, label in labels if key in r]
-    if r.get("bits_per_dim") is not None:
-        rows.append(("bits/dim (from log-likelihood)", _fmt(r["bits_per_dim"], digits=4)))
-    if "active_units" in r:
-        rows.append(("active units (Cov_x E_q[z] > 0.01)",
-                     f"{r['active_units']} / {r['latent_dim']}"))
-    for key, label in (("codebook_usage", "codebook usage"),
-                       ("codebook_perplexity", "codebook perplexity")):
-        if key in r:
-            rows.append((label, _fmt(r[key], digits=3)))
+def format_eval(r) -> str:
+    """A short table of an :class:`~vaekit.evaluation.Evaluation` (nats per example, mean ±
+    standard error): the metrics the model family reports."""
+    rows = [(label, v if isinstance(v, str) else _fmt(v, se)) for label, v, se in r.rows()]
     width = max(len(a) for a, _ in rows)
     head = (f"{r['dataset']} {r['split']} set, {r['num_examples']} examples; "
             f"binarization: {r['binarization']}; in nats per example (mean ± s.e.)")
     return "\n".join([head] + [f"  {a:<{width}}  {b}" for a, b in rows])
+
+
+def _json_default(o):
+    return o.to_dict()
 
 
 def _cmd_train(args) -> int:
@@ -232,7 +310,7 @@ def _cmd_train(args) -> int:
     summary = train_run(config, args.resume or args.out, resume=bool(args.resume),
                         progress=not args.no_progress, evaluate_after=not args.no_eval)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, default=_json_default))
         return 0
     tr = summary["train"]
     run_dir = Path(summary["run_dir"])
@@ -243,7 +321,7 @@ def _cmd_train(args) -> int:
     print("  " + ", ".join(files))
     if figures:
         print("  figures: " + ", ".join(figures))
-    unit = "EM iterations" if tr["stopped"].startswith("EM") else "epochs"
+    unit = tr["unit"]
     print(f"trained {tr['epochs']} {unit} in {tr['seconds']:.1f} s ({tr['stopped']}); best "
           f"validation {tr['valid_name']} {tr['best_valid_score']:.2f} at "
           f"{unit[:-1]} {tr['best_epoch']}")
@@ -263,9 +341,9 @@ def _cmd_evaluate(args) -> int:
                    device=args.device)
     noise = None if args.noise is None else (args.noise, args.noise_level)
     result = evaluate_run(run, args.num_samples, split=args.split,
-                          progress=not args.no_progress and not args.json, noise=noise,
+                          progress=not args.no_progress, noise=noise,
                           compile=False if args.no_compile else "auto", seed=args.seed)
-    print(json.dumps(result, indent=2) if args.json else format_eval(result))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
     return 0
 
 
@@ -290,8 +368,9 @@ def _int_list(text: str, name: str) -> list[int]:
 
 def _cmd_gradients(args) -> int:
     from . import plotting
-    from .data import binarize_fixed
+    from .data import eval_split
     from .estimators import ESTIMATORS
+    from .evaluation import model_device
     from .gradients import gradient_study
     from .io import load_tensors, write_json
     from .runs import load_run
@@ -307,18 +386,19 @@ def _cmd_gradients(args) -> int:
         raise ConfigError("--draws must be >= 2 and --batch-size >= 1")
     run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
                    device=args.device)
-    if not all(hasattr(run.model, a) for a in ("prior", "encoder", "decoder")):
-        raise ConfigError(f"{args.run} holds a {run.config.model.model}: gradient estimators "
-                          "apply to latent-variable models (vae, hierarchical-vae)")
-    device = next(run.model.parameters()).device
-    x = run.dataset.train[:args.batch_size]
-    x = (binarize_fixed(x) if run.binarization == "dynamic" else x).to(device)
+    if not run.family.supports("gradients"):
+        from .families import FAMILIES
+        able = [n for n in FAMILIES if FAMILIES.get(n).supports("gradients")]
+        raise ConfigError(f"{args.run} holds a {run.family.name}: gradient estimators "
+                          f"apply to latent-variable models ({', '.join(able)})")
+    device = model_device(run.model)
+    x = eval_split(run.dataset, "train", run.binarization)[:args.batch_size].to(device)
     state = None
     if (run.path / LAST).is_file():
         tensors, _ = load_tensors(run.path / LAST)
         state = {k[10:]: v for k, v in tensors.items() if k.startswith("estimator.")}
-    rows = gradient_study(run.model, run.config.train, x, names, ks, args.draws, args.seed,
-                          estimator_state=state)
+    rows = gradient_study(run.model, run.config.objective, run.config.estimator_options(), x,
+                          names, ks, args.draws, args.seed, estimator_state=state)
     out = Path(args.out) if args.out else run.path
     write_json(out / "gradients.json", rows)
     plotting.save_figure(plotting.plot_gradient_study(rows), out / "gradients.png")
@@ -345,23 +425,29 @@ def _cmd_compare(args) -> int:
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
     rows, figures = compare_runs(args.runs, args.out, args.num_samples, args.data_dir,
-                                 progress=not args.no_progress and not args.json)
+                                 progress=not args.no_progress and not args.json,
+                                 allow_mixed=args.allow_mixed)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     k = args.num_samples
     print(f"test set, nats per example (mean ± s.e.); log-likelihood with k={k} "
           "(exact for mixtures); '-' where a model has no such metric")
-    print(f"  {'run':<24} {'objective':<11} {'K':>4} {'epochs':>6} {'time':>8}  "
-          f"{'test ELBO':>16}  {'test log-lik.':>16}  {'recon. error':>16}  {'AU':>5}")
+    name_w = max(len("run"), *(len(r["name"]) for r in rows))
+    data_w = max(len("dataset"), *(len(r["dataset"]) for r in rows))
+    print(f"  {'run':<{name_w}} {'dataset':<{data_w}} {'model':<19} {'latent':>6} "
+          f"{'objective':<14} {'K':>4} {'epochs':>6} {'time':>8}  {'test ELBO':>16}  "
+          f"{'test log-lik.':>16}  {'recon. error':>16}  {'AU':>7}")
     for r in rows:
         au = "-" if r["active_units"] is None else f"{r['active_units']}/{r['latent_dim']}"
-        print(f"  {r['name'][:24]:<24} {r['objective']:<11} {r['num_samples']:>4} "
-              f"{r['epochs']:>6} {r['train_seconds']:>7.0f}s  "
+        K = "-" if r["num_samples"] is None else r["num_samples"]
+        print(f"  {r['name']:<{name_w}} {r['dataset']:<{data_w}} {r['model']:<19} "
+              f"{r['latent_dim']:>6} {r['objective']:<14} {K:>4} {r['epochs']:>6} "
+              f"{r['train_seconds']:>7.0f}s  "
               f"{_fmt(r['test_elbo'], r['test_elbo_se']):>16}  "
               f"{_fmt(r['test_log_likelihood'], r['test_log_likelihood_se']):>16}  "
               f"{_fmt(r['test_reconstruction_error'], r['test_reconstruction_error_se']):>16}"
-              f"  {au:>5}")
+              f"  {au:>7}")
     print(f"wrote {Path(args.out) / 'compare.json'}"
           + "".join(f", {p}" for p in figures))
     return 0
@@ -377,11 +463,11 @@ def _cmd_importance_sampling(args) -> int:
     if args.run:
         from .runs import load_run
         run = load_run(args.run)
-        if not hasattr(run.model, "log_joint"):
+        if not run.family.supports("importance_sampling"):
             raise ConfigError(f"{args.run} is not a mixture run (gmm or bernoulli-mixture)")
-        mixture, x = run.model, eval_test(run)
+        mixture, x = run.model, eval_test(run).flatten(1)
         out = Path(args.out) if args.out else run.path
-        source = f"{run.config.model.model} fitted in {run.path}"
+        source = f"{run.family.name} fitted in {run.path}"
     else:
         from .data import load_dataset
         from .synthetic import true_gaussian_mixture_2d
@@ -413,8 +499,12 @@ def eval_test(run) -> torch.Tensor:
     return eval_split(run.dataset, "test", run.binarization)
 
 
-def _warning(message, category, filename, lineno, line=None) -> str:
-    return f"vaekit: warning: {message}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """vaekit's own warnings as one line; everything else as Python shows it."""
+    if issubclass(category, VaekitWarning):
+        print(f"vaekit: warning: {message}", file=sys.stderr)
+    else:
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -435,22 +525,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    warnings.formatwarning = _warning
-    try:
-        if getattr(args, "threads", None):
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
-            torch.set_num_threads(args.threads)
-        return {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
-                "gradients": _cmd_gradients, "compare": _cmd_compare,
-                "importance-sampling": _cmd_importance_sampling}[args.command](args)
-    except VaekitError as e:
-        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"vaekit {args.command}: interrupted; the last completed epoch's checkpoint is "
-              "kept (continue with 'vaekit train --resume RUN')", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():           # restored when main returns
+        warnings.showwarning = _show_warning
+        try:
+            if args.threads:
+                if args.threads < 1:
+                    raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+                torch.set_num_threads(args.threads)
+            return {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
+                    "gradients": _cmd_gradients, "compare": _cmd_compare,
+                    "importance-sampling": _cmd_importance_sampling}[args.command](args)
+        except VaekitError as e:
+            print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print(f"vaekit {args.command}: interrupted; the last completed epoch's checkpoint "
+                  "is kept (continue with 'vaekit train --resume RUN')", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

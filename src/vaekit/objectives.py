@@ -3,6 +3,10 @@
 All values are in nats per example. A model provides ``prior()``, ``encoder(x)`` and
 ``decoder(z)`` (see :mod:`vaekit.models`); nothing here depends on the architecture.
 
+:func:`log_terms` is the one place where log p(x|z), log p(z) and log q(z|x) are computed for
+given samples z: every estimator and the evaluation (its compiled path included) reduce its
+output.
+
 References:
     Kingma & Welling (2014), "Auto-Encoding Variational Bayes", ICLR: eq. (3) ELBO,
         eq. (7) the SGVB estimator with analytic KL, Sec. 2.4 reparameterization.
@@ -13,6 +17,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch.distributions import Distribution
@@ -31,9 +36,47 @@ def reparameterize(q: Distribution, num_samples: int) -> torch.Tensor:
     return q.rsample((num_samples,))
 
 
+class LogTerms(NamedTuple):
+    """The three log-densities at samples z_k ~ q(z|x), each ``(K, B)`` nats."""
+
+    log_px_z: torch.Tensor     # log p(x | z_k)
+    log_pz: torch.Tensor       # log p(z_k)
+    log_qz: torch.Tensor       # log q(z_k | x)
+
+    @property
+    def log_joint(self) -> torch.Tensor:
+        """log p(x, z_k) = log p(x|z_k) + log p(z_k)."""
+        return self.log_px_z + self.log_pz
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        """The importance log-weights log p(x, z_k) - log q(z_k|x)."""
+        return self.log_px_z + self.log_pz - self.log_qz
+
+
+def log_terms(model, x: torch.Tensor, z: torch.Tensor, q: Distribution,
+              prior: Distribution | None = None) -> LogTerms:
+    """log p(x|z), log p(z) and log q(z|x) for given samples.
+
+    Args:
+        model: provides ``decoder(z)`` and ``prior()``.
+        x: ``(B, *event_shape)`` data.
+        z: ``(K, B, D_z)`` samples (reparameterized or not: the caller decides what carries
+            a gradient).
+        q: the distribution ``z`` is scored under as q(z|x), batch shape ``(B,)``: the
+            encoder's, or a stop-gradient copy of it.
+        prior: p(z) when the caller already built it (default ``model.prior()``).
+
+    Returns:
+        :class:`LogTerms`, each ``(K, B)``.
+    """
+    prior = model.prior() if prior is None else prior
+    return LogTerms(model.decoder(z).log_prob(x), prior.log_prob(z), q.log_prob(z))
+
+
 def log_weights_given(model, x: torch.Tensor, q: Distribution, z: torch.Tensor) -> torch.Tensor:
     """log w = log p(x|z) + log p(z) - log q(z|x) for given samples ``z: (K, B, D_z)``."""
-    return model.decoder(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    return log_terms(model, x, z, q).log_w
 
 
 def log_weights(model, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
@@ -41,7 +84,7 @@ def log_weights(model, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
 
     Args:
         model: provides ``prior()``, ``encoder(x)``, ``decoder(z)``.
-        x: ``(B, D)`` data.
+        x: ``(B, *event_shape)`` data.
         num_samples: K, samples of z per example.
 
     Returns:
@@ -57,7 +100,7 @@ def elbo_terms(model, x: torch.Tensor, num_samples: int = 1,
     """The ELBO's two terms: E_q[log p(x|z)] (K-sample average) and KL(q(z|x) || p(z)).
 
     Args:
-        x: ``(B, D)``.
+        x: ``(B, *event_shape)``.
         num_samples: K, reparameterized samples averaged in the reconstruction term.
         kl: ``"analytic"`` uses the closed form when torch.distributions has one (Gaussian
             q and prior; Kingma & Welling 2014, Appendix B) and falls back to Monte Carlo;

@@ -21,24 +21,39 @@ def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def _chw(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in image_shape)
+    return (1, *shape) if len(shape) == 2 else shape
+
+
 def tile_images(images, image_shape: Sequence[int], ncols: int, pad: int = 1) -> np.ndarray:
-    """Tile ``images: (N, H*W)`` into one ``(rows*(H+pad)+pad, ncols*(W+pad)+pad)`` array."""
-    imgs = _np(images).reshape(-1, *image_shape)
-    n, h, w = imgs.shape
+    """Tile ``images: (N, ...)`` (each with the values of one image) into one array
+    ``(rows*(H+pad)+pad, ncols*(W+pad)+pad)`` for grey images, with a trailing channel axis
+    of 3 for colour ones. ``image_shape`` is ``(H, W)`` or ``(C, H, W)``."""
+    c, h, w = _chw(image_shape)
+    imgs = _np(images).reshape(-1, c, h, w).transpose(0, 2, 3, 1)      # (N, H, W, C)
+    n = imgs.shape[0]
     nrows = math.ceil(n / ncols)
-    out = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.float32)
+    out = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), dtype=np.float32)
     for i, im in enumerate(imgs):
-        r, c = divmod(i, ncols)
+        r, col = divmod(i, ncols)
         out[pad + r * (h + pad):pad + r * (h + pad) + h,
-            pad + c * (w + pad):pad + c * (w + pad) + w] = im
-    return out
+            pad + col * (w + pad):pad + col * (w + pad) + w] = im
+    return out[..., 0] if c == 1 else out
+
+
+def _show(ax, grid: np.ndarray) -> None:
+    if grid.ndim == 2:
+        ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(grid, 0, 1), interpolation="nearest")
 
 
 def _image_figure(grid: np.ndarray, title: str, scale: float = 0.06) -> Figure:
-    h, w = grid.shape
+    h, w = grid.shape[:2]
     fig = Figure(figsize=(max(3.0, w * scale), max(2.0, h * scale + 0.5)))
     ax = fig.add_subplot()
-    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    _show(ax, grid)
     ax.set_title(title, fontsize=10)
     ax.axis("off")
     fig.tight_layout()
@@ -47,13 +62,14 @@ def _image_figure(grid: np.ndarray, title: str, scale: float = 0.06) -> Figure:
 
 def plot_samples(samples, image_shape: Sequence[int], ncols: int = 10,
                  title: str = "samples from the prior (E[x|z], z ~ p(z))") -> Figure:
-    """A grid of samples ``(N, D)``."""
+    """A grid of samples ``(N, ...)``, shown as images of ``image_shape`` ((H, W) grey,
+    (C, H, W) with C = 3 in colour)."""
     return _image_figure(np.clip(tile_images(samples, image_shape, ncols), 0, 1), title)
 
 
 def plot_reconstructions(x, x_rec, image_shape: Sequence[int], ncols: int = 10) -> Figure:
     """Rows of test images, each followed by a row of their reconstructions."""
-    x, x_rec = _np(x), _np(x_rec)
+    x, x_rec = _np(x).reshape(len(x), -1), _np(x_rec).reshape(len(x_rec), -1)
     rows = []
     for i in range(0, len(x), ncols):
         rows += [x[i:i + ncols], x_rec[i:i + ncols]]
@@ -64,17 +80,18 @@ def plot_reconstructions(x, x_rec, image_shape: Sequence[int], ncols: int = 10) 
 
 def plot_denoising(noisy, clean, reconstructed, image_shape: Sequence[int]) -> Figure:
     """Three rows: corrupted inputs, the clean images, the denoising autoencoder's output."""
-    stacked = np.concatenate([_np(noisy), _np(clean), _np(reconstructed)])
+    n = len(_np(clean))
+    stacked = np.concatenate([_np(a).reshape(n, -1) for a in (noisy, clean, reconstructed)])
     return _image_figure(np.clip(tile_images(stacked, image_shape, len(_np(clean))), 0, 1),
                          "corrupted input (top), clean (middle), reconstruction (bottom)")
 
 
 def plot_interpolations(paths, image_shape: Sequence[int]) -> Figure:
-    """``paths: (P, S, D)``: each row decodes S points from one test image's posterior mean
+    """``paths: (P, S, ...)``: each row decodes S points from one test image's posterior mean
     to another's."""
     paths = _np(paths)
-    p, s, d = paths.shape
-    return _image_figure(np.clip(tile_images(paths.reshape(p * s, d), image_shape, s), 0, 1),
+    p, s = paths.shape[:2]
+    return _image_figure(np.clip(tile_images(paths.reshape(p * s, -1), image_shape, s), 0, 1),
                          "latent interpolations between pairs of test images")
 
 
@@ -84,10 +101,9 @@ def plot_interpolation_panels(panels: Sequence[tuple], image_shape: Sequence[int
     fig = Figure(figsize=(3.2 * len(panels), 2.4))
     for i, (title, paths) in enumerate(panels):
         paths = _np(paths)
-        p, s, d = paths.shape
+        p, s = paths.shape[:2]
         ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.imshow(np.clip(tile_images(paths.reshape(p * s, d), image_shape, s), 0, 1),
-                  cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        _show(ax, np.clip(tile_images(paths.reshape(p * s, -1), image_shape, s), 0, 1))
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()

@@ -18,32 +18,33 @@ def fixed_indices(total: int, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def shown_examples(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` rows of ``x: (N, D)`` drawn without replacement by a fixed generator, in the
+    """``n`` rows of ``x: (N, *event_shape)`` drawn without replacement by a fixed generator, in the
     drawn (random) order: the examples the figures show, the same for every run on the same
     split. Not the first rows: a split's order need not be random (binarized MNIST's test
     set begins with a run of zeros), and interpolation pairs of one digit show nothing.
-    ``(min(n, N), D)``."""
+    ``(min(n, N), *event_shape)``."""
     return x[fixed_indices(x.shape[0], n, seed).to(x.device)]
 
 
 @torch.no_grad()
 def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
-    """``num`` samples of the model, ``(num, D)``: E[x|z] with z ~ p(z) for latent-variable
-    models (``model.sample``). ``seed`` makes the draw repeatable; the global random state is
-    left as it was."""
+    """``num`` samples of the model as its family draws them (:meth:`vaekit.families.
+    Family.sample`; E[x|z] with z ~ p(z) for latent-variable models), on the CPU. ``seed``
+    makes the draw repeatable; the global random state is left as it was."""
+    from .families import family_of
     device = model_device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed is not None:
             torch.manual_seed(seed)
-        out = model.sample(num)
-    return (out[0] if isinstance(out, tuple) else out).cpu()
+        out = family_of(model).sample(model, num)
+    return out.cpu()
 
 
 @torch.no_grad()
 def embeddings(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """``model.embed(x)`` in batches, on the model's device: for a VAE the posterior means
     E_q[z|x], for an autoencoder its codes, for a VQ-VAE the quantized codes.
-    ``x: (N, D)`` -> ``(N, latent_dim)``."""
+    ``x: (N, *event_shape)`` -> ``(N, latent_dim)``."""
     device = model_device(model)
     return torch.cat([model.embed(x[i:i + batch_size].to(device))
                       for i in range(0, len(x), batch_size)])
@@ -51,8 +52,8 @@ def embeddings(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstructions(model, x: torch.Tensor) -> torch.Tensor:
-    """``model.decode_mean(model.embed(x))`` for ``x: (N, D)``: for a VAE, E[x|z] at
-    z = E_q[z|x]; for an autoencoder, g(f(x)). ``(N, D)``."""
+    """``model.decode_mean(model.embed(x))`` for ``x: (N, *event_shape)``: for a VAE,
+    E[x|z] at z = E_q[z|x]; for an autoencoder, g(f(x)). ``(N, *event_shape)``."""
     was = model.training
     model.eval()
     out = model.decode_mean(embeddings(model, x)).cpu()
@@ -64,14 +65,15 @@ def reconstructions(model, x: torch.Tensor) -> torch.Tensor:
 def interpolations(model, x_from: torch.Tensor, x_to: torch.Tensor,
                    steps: int = 10) -> torch.Tensor:
     """Decode points on the straight line between the embeddings (posterior means, codes) of
-    pairs of inputs: ``x_from, x_to: (P, D)`` -> ``(P, steps, D)``; the first and last columns
-    decode the endpoints' embeddings."""
+    pairs of inputs: ``x_from, x_to: (P, *event_shape)`` -> ``(P, steps, *event_shape)``;
+    the first and last columns decode the endpoints' embeddings."""
     was = model.training
     model.eval()
     za, zb = embeddings(model, x_from), embeddings(model, x_to)
     t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)
     z = za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t          # (P, steps, D_z)
-    out = model.decode_mean(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:2], -1).cpu()
+    out = model.decode_mean(z.reshape(-1, z.shape[-1]))
+    out = out.reshape(*z.shape[:2], *out.shape[1:]).cpu()
     model.train(was)
     return out
 
@@ -82,7 +84,7 @@ def latent_grid(model, n: int = 20, edge: float = 0.05) -> tuple[torch.Tensor, t
     ``linspace(edge, 1 - edge)`` (as in Kingma & Welling 2014, Fig. 4).
 
     Returns:
-        ``(images (n*n, D), z (n*n, 2))``, rows ordered top-left to bottom-right with z_2
+        ``(images (n*n, *event_shape), z (n*n, 2))``, rows ordered top-left to bottom-right with z_2
         decreasing down the rows.
 
     Raises:

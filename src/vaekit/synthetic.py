@@ -14,7 +14,7 @@ import torch
 
 from .data import Dataset
 from .errors import DataError
-from .mixtures import GaussianMixture
+from .models.mixtures import GaussianMixture
 
 
 @dataclass(frozen=True)

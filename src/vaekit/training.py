@@ -1,39 +1,43 @@
-"""The training loop: Adam on one estimator's losses, checkpoints, resume, logging.
+"""The training loop: Adam on one estimator's surrogate loss, checkpoints, resume, logging.
 
 Design points:
-    * the training set is one tensor on the training device; a batch is an index slice of a
-      fresh permutation, binarized on the fly under dynamic binarization;
+    * the training set is one tensor on the training device, stored as it came (8-bit grey
+      levels stay uint8: a quarter of the memory); a batch is an index slice of a fresh
+      permutation, converted to values and, under dynamic binarization, binarized on the fly;
+    * one backward pass per step: the estimator's surrogate carries theta's and phi's
+      gradients (:class:`vaekit.estimators.Losses`);
     * no host-device synchronisation per step: the running bound is summed on the device and
       read once per epoch (and at each progress-bar refresh);
-    * theta (generative) and phi (inference) parameters each receive the gradient of their own
-      loss when an estimator gives two (:class:`vaekit.estimators.Losses`);
-    * every epoch writes ``last.safetensors`` (model, optimizer, RNG state and counters, one
-      atomic file), ``best.safetensors`` when the validation score (ELBO) improves, a line of
-      ``metrics.jsonl`` and TensorBoard scalars. ``resume`` continues from ``last`` and reaches
-      the same parameters as an uninterrupted run with the same seed.
+    * the learning rate follows a ``torch.optim.lr_scheduler`` (constant, or the IWAE paper's
+      schedule) whose state is in the checkpoint; validation and the best checkpoint, early
+      stopping, the monitored test bound and KL warm-up are callbacks
+      (:mod:`vaekit.callbacks`);
+    * every epoch writes ``last.safetensors`` (model, estimator, optimizer, scheduler, RNG
+      state and counters, one atomic file), ``best.safetensors`` when the validation score
+      improves, a line of ``metrics.jsonl`` and TensorBoard scalars. ``resume`` continues from
+      ``last`` and reaches the same parameters as an uninterrupted run with the same seed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from .callbacks import Callback, EarlyStopping, KLWarmup, Monitor, Validation, batched_score
 from .config import TrainConfig
+from .data import to_values
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
-from .estimators import Losses, get_estimator
-from .evaluation import log_likelihood
+from .estimators import ESTIMATORS, Estimator, EstimatorOptions, get_estimator
 from .io import atomic_write, load_tensors, save_tensors
-from .objectives import elbo
 
 BEST = "best.safetensors"
 LAST = "last.safetensors"
@@ -51,6 +55,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+# --------------------------------------------------------------------------- schedules
 def schedule_length(config: TrainConfig) -> int:
     """Epochs of the full schedule: ``(3^S - 1) / 2`` for the IWAE schedule with S stages."""
     if config.lr_schedule == "iwae":
@@ -58,28 +63,48 @@ def schedule_length(config: TrainConfig) -> int:
     return config.epochs
 
 
-def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based ``epoch``.
+class IWAESchedule:
+    """The learning-rate factor of 0-based epoch ``e`` (a ``LambdaLR`` multiplier of ``lr``):
+    stage i (i = 0..S-1) lasts 3^i epochs at (lr_final / lr)^(i / (S-1)); with lr = 1e-3,
+    lr_final = 1e-4 and S = 8 this is Burda et al. (2016), Sec. 5: "3^i passes over the data
+    with learning rate 0.001 * 10^(-i/7), for i = 0..7". Epochs past the schedule keep the
+    last stage's rate. A class (not a closure) so that ``LambdaLR`` saves it in its state."""
 
-    ``iwae``: stage i (i = 0..S-1) lasts 3^i epochs at lr * (lr_final / lr)^(i / (S-1)); with
-    lr = 1e-3, lr_final = 1e-4 and S = 8 this is Burda et al. (2016), Sec. 5: "3^i passes
-    over the data with learning rate 0.001 * 10^(-i/7), for i = 0..7". Epochs past the
-    schedule keep the last stage's rate.
-    """
-    if config.lr_schedule == "constant":
-        return config.lr
-    stages = config.schedule_stages
-    stage, start = 0, 0
-    while stage < stages - 1 and epoch >= start + 3 ** stage:
-        start += 3 ** stage
-        stage += 1
-    if stages == 1:
-        return config.lr
-    return config.lr * (config.lr_final / config.lr) ** (stage / (stages - 1))
+    def __init__(self, lr: float, lr_final: float, stages: int) -> None:
+        self.lr, self.lr_final, self.stages = lr, lr_final, stages
+
+    def stage(self, epoch: int) -> int:
+        stage, start = 0, 0
+        while stage < self.stages - 1 and epoch >= start + 3 ** stage:
+            start += 3 ** stage
+            stage += 1
+        return stage
+
+    def __call__(self, epoch: int) -> float:
+        if self.stages == 1:
+            return 1.0
+        return (self.lr_final / self.lr) ** (self.stage(epoch) / (self.stages - 1))
+
+
+def lr_factor(config: TrainConfig) -> Callable[[int], float]:
+    """The multiplier of ``config.lr`` at each 0-based epoch."""
+    if config.lr_schedule == "iwae":
+        return IWAESchedule(config.lr, config.lr_final, config.schedule_stages)
+    return _constant
+
+
+def _constant(epoch: int) -> float:
+    return 1.0
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch`` (see :class:`IWAESchedule`)."""
+    factor = lr_factor(config)(epoch)
+    return config.lr if factor == 1.0 else config.lr * factor
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig,
-                   extra: list[torch.nn.Parameter] = ()) -> torch.optim.Adam:
+                   extra: Sequence[torch.nn.Parameter] = ()) -> torch.optim.Adam:
     """Adam over all parameters of ``model`` and ``extra`` (an estimator's own), in one group:
     one fused kernel call per step when possible."""
     kwargs = dict(lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
@@ -91,69 +116,13 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig,
         return torch.optim.Adam(params, **kwargs)
 
 
-@torch.no_grad()
-def validation_score(model, x: torch.Tensor, batch_size: int = 2000,
-                     kl: str = "analytic") -> float:
-    """The model-selection score of ``x: (N, D)``, higher is better, one sync at the end:
-    the mean single-sample ELBO in nats, or ``model.validation_score(x)`` for families that
-    define one (autoencoders: minus the reconstruction error)."""
-    was_training = model.training
-    model.eval()
-    own = getattr(model, "validation_score", None)
-    total = torch.zeros((), device=x.device, dtype=torch.float64)
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size]
-        total += (own(xb) if own is not None else elbo(model, xb, 1, kl=kl)).sum()
-    model.train(was_training)
-    return float(total) / x.shape[0]
+def make_scheduler(optimizer: torch.optim.Optimizer,
+                   config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of ``config`` as a ``LambdaLR``, stepped once per epoch."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
 
 
-def validation_name(model) -> str:
-    """What :func:`validation_score` measures for this model, for logs and plots."""
-    return getattr(model, "validation_name", "ELBO")
-
-
-def pretrain_greedy(model, x: torch.Tensor, config: TrainConfig, *,
-                    dynamic_binarization: bool = False,
-                    log: Callable[[str], None] | None = None) -> list[float]:
-    """Greedy layer-wise pre-training of a stacked autoencoder (Bengio et al. 2007; Vincent
-    et al. 2010, Sec. 3.5): each layer's shallow autoencoder (``model.layer_pairs()``) is
-    trained for ``config.pretrain_epochs`` epochs with Adam on the codes of the layers below,
-    with the model's input corruption. Returns each layer's final mean training error."""
-    from .models.autoencoder import corrupt, reconstruction_error
-
-    device = resolve_device(config.device)
-    model.to(device)
-    h = x.to(device, torch.float32)
-    errors = []
-    for level, (enc, dec, likelihood) in enumerate(model.layer_pairs()):
-        params = [*enc.parameters(), *dec.parameters()]
-        opt = torch.optim.Adam(params, lr=config.lr, betas=(config.adam_beta1,
-                                                            config.adam_beta2),
-                               eps=config.adam_eps)
-        n, b = h.shape[0], config.batch_size
-        total = torch.zeros((), device=device)
-        for _ in range(config.pretrain_epochs):
-            perm = torch.randperm(n, device=device)
-            total = torch.zeros((), device=device)
-            for i in range(0, n, b):
-                xb = h[perm[i:i + b]]
-                if level == 0 and dynamic_binarization:
-                    xb = torch.bernoulli(xb)
-                err = reconstruction_error(dec(enc(corrupt(xb, model.noise, model.noise_level))),
-                                           xb, likelihood)
-                opt.zero_grad(set_to_none=True)
-                err.mean().backward()
-                opt.step()
-                total += err.detach().sum()
-        errors.append(float(total) / n)
-        if log:
-            log(f"pre-trained layer {level + 1}: reconstruction error {errors[-1]:.3f}")
-        with torch.no_grad():
-            h = torch.cat([enc(h[i:i + 2000]) for i in range(0, n, 2000)])
-    return errors
-
-
+# --------------------------------------------------------------------------- results
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one record per epoch (metrics.jsonl)
@@ -162,6 +131,8 @@ class TrainResult:
     epochs: int = 0                       # epochs completed
     stopped: str = ""                     # why training ended
     seconds: float = 0.0                  # wall time of all sessions of this run
+    bad_epochs: int = 0                   # epochs since the best validation score
+    step: int = 0                         # optimizer steps taken
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -178,61 +149,104 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     return out
 
 
+def validation_score(model, x: torch.Tensor, batch_size: int = 2000) -> float:
+    """The model-selection score of ``x`` as the model's family defines it (higher is
+    better: a VAE's mean single-sample ELBO in nats, an autoencoder's minus its
+    reconstruction error), one sync at the end."""
+    from .families import family_of
+    family = family_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        return batched_score(lambda xb: family.validation_score(model, xb), x, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def build_estimator(objective: str, options: EstimatorOptions | None,
+                    data_shape: tuple[int, ...]) -> Estimator:
+    """The estimator ``objective`` with ``options`` (its defaults when ``None``)."""
+    return get_estimator(objective, options, data_shape=data_shape)
+
+
+# --------------------------------------------------------------------------- the trainer
 class Trainer:
     """Fits a model with one estimator and Adam.
 
     Args:
-        model: a model with ``generative_parameters()`` and ``inference_parameters()``.
+        model: a model whose family (:func:`vaekit.families.family_of`) is trained by
+            gradient steps.
         config: the :class:`vaekit.config.TrainConfig`.
-        train_x: ``(N, D)`` training data (moved once to the training device).
-        valid_x: ``(M, D)`` validation data, already binarized if it is to be.
+        train_x: ``(N, *event_shape)`` training data as stored (moved once to the training
+            device; values are ``train_x / divisor``).
+        valid_x: ``(M, *event_shape)`` validation values, already binarized if they are to be.
+        estimator: the estimator, or its options (the objective is ``config.objective``), or
+            ``None`` (``config.objective`` with its default options; ``auto``: the family's).
+        divisor: stored values / divisor = data values (255 for uint8 grey levels).
         dynamic_binarization: draw ``bernoulli(x)`` afresh for every batch (every epoch).
         run_dir: where checkpoints and logs go; ``None`` keeps everything in memory.
         progress: show a progress bar (on a terminal) or a line per epoch (otherwise).
         log: where one-line messages go.
-        monitor_x: ``(M, D)`` data on which L_k (k = ``monitor_num_samples``) is recorded
-            every ``monitor_every`` epochs (in ``vaekit train``, a fixed random subset of the
-            test set).
+        monitor_x: ``(M, *event_shape)`` data on which L_k (k = ``monitor_num_samples``) is
+            recorded every ``monitor_every`` epochs (in ``vaekit train``, a fixed random
+            subset of the test set).
+        callbacks: more :class:`~vaekit.callbacks.Callback` objects, run after the built-in
+            ones.
+
+    Raises:
+        ConfigError: KL warm-up with an estimator that has no KL weight, or a monitor for a
+            family without a bound.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, train_x: torch.Tensor,
-                 valid_x: torch.Tensor, *, dynamic_binarization: bool = False,
+                 valid_x: torch.Tensor, *, estimator: Estimator | EstimatorOptions | None = None,
+                 divisor: float = 1.0, dynamic_binarization: bool = False,
                  run_dir: str | os.PathLike | None = None, progress: bool = True,
                  log: Callable[[str], None] | None = None,
-                 monitor_x: torch.Tensor | None = None) -> None:
-        if config.objective == "auto":
-            config = dataclasses.replace(
-                config, objective=getattr(model, "default_objective", "elbo"))
+                 monitor_x: torch.Tensor | None = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
+        from .families import family_of
+
+        family = family_of(model)
+        self.family = family
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        self.train_x = train_x.to(self.device, torch.float32)
+        self.train_x = train_x.to(self.device)
+        self.divisor = float(divisor)
         self.valid_x = valid_x.to(self.device, torch.float32)
         self.dynamic_binarization = dynamic_binarization
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.estimator = get_estimator(config, data_dim=self.train_x.shape[1]).to(self.device)
-        own = list(self.estimator.parameters())       # e.g. a learned baseline: trained with phi
-        self.optimizer = make_optimizer(self.model, config, own)
-        self._theta = list(model.generative_parameters())
-        self._phi = [*model.inference_parameters(), *own]
-        self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, torch.float32)
+        objective = family.default_objective if config.objective == "auto" else config.objective
+        if not isinstance(estimator, Estimator):
+            estimator = build_estimator(objective, estimator, tuple(self.train_x.shape[1:]))
+        self.estimator = estimator.to(self.device)
+        self.optimizer = make_optimizer(self.model, config, list(self.estimator.parameters()))
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.callbacks: list[Callback] = [
+            Validation(self.valid_x, lambda xb: family.validation_score(self.model, xb),
+                       family.validation_name)]
+        if config.patience:
+            self.callbacks.append(EarlyStopping(config.patience))
+        if config.monitor_every and monitor_x is not None:
+            if not family.supports("monitor"):
+                raise ConfigError(f"--monitor-every records a bound on log p(x), which model "
+                                  f"{family.name} does not have; remove it")
+            self.callbacks.append(Monitor(monitor_x.to(self.device, torch.float32),
+                                          config.monitor_num_samples, config.monitor_every))
+        if config.kl_warmup_epochs:
+            if not ESTIMATORS.get(self.estimator.name).kl_weighted:
+                raise ConfigError(
+                    f"kl_warmup_epochs needs an objective with a KL weight (such as elbo); "
+                    f"{self.estimator.name} has none")
+            self.callbacks.append(KLWarmup(self.estimator.kl_weight, config.kl_warmup_epochs))
+        self.callbacks.extend(callbacks)
+        self.result = TrainResult()
         self.best_state: dict[str, torch.Tensor] | None = None
-
-    # ------------------------------------------------------------------ one step
-    def _backward(self, losses: Losses) -> None:
-        if losses.model_loss is losses.inference_loss:
-            losses.model_loss.backward()
-            return
-        if self._theta:
-            losses.model_loss.backward(inputs=self._theta, retain_graph=bool(self._phi))
-        if self._phi:
-            losses.inference_loss.backward(inputs=self._phi)
-
-    def _set_lr(self, lr: float) -> None:
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+        self.stop: str | None = None
+        self.total_epochs = min(config.epochs, schedule_length(config))
 
     # ------------------------------------------------------------------ checkpoints
     def _state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -250,20 +264,32 @@ class Trainer:
         if torch.cuda.is_available() and self.device.type == "cuda":
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = s
-        meta = {"param_groups": opt["param_groups"], "optimizer_scalars": scalars}
+        scheduler = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+        meta = {"param_groups": opt["param_groups"], "optimizer_scalars": scalars,
+                "param_names": self._param_names(), "scheduler": scheduler}
         return tensors, meta
 
-    def save_checkpoint(self, result: TrainResult, bad_epochs: int, step: int) -> None:
+    def _param_names(self, legacy: bool = False) -> list[str]:
+        """The optimizer's parameters by name, in its order (``legacy``: the order vaekit
+        0.1 gave them, for its checkpoints, which did not record names)."""
+        model = (self.family.legacy_parameter_order(self.model) if legacy
+                 else [n for n, _ in self.model.named_parameters()])
+        return ([f"model.{n}" for n in model]
+                + [f"estimator.{n}" for n, _ in self.estimator.named_parameters()])
+
+    def save_checkpoint(self) -> None:
+        """Write ``last.safetensors`` (everything a resume needs), atomically."""
         if self.run_dir is None:
             return
+        r = self.result
         tensors, meta = self._state_tensors()
-        meta.update(epoch=result.epochs, step=step, best_epoch=result.best_epoch,
-                    best_valid_score=result.best_valid_score, bad_epochs=bad_epochs,
-                    seconds=result.seconds)
+        meta.update(epoch=r.epochs, step=r.step, best_epoch=r.best_epoch,
+                    best_valid_score=r.best_valid_score, bad_epochs=r.bad_epochs,
+                    seconds=r.seconds)
         save_tensors(self.run_dir / LAST, tensors, meta)
 
-    def load_checkpoint(self) -> tuple[TrainResult, int, int]:
-        """Restore model, optimizer and RNG from ``last.safetensors``."""
+    def load_checkpoint(self) -> TrainResult:
+        """Restore model, estimator, optimizer, scheduler and RNG from ``last.safetensors``."""
         assert self.run_dir is not None
         tensors, meta = load_tensors(self.run_dir / LAST)
         try:
@@ -271,19 +297,35 @@ class Trainer:
                 {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             self.estimator.load_state_dict(
                 {k[10:]: v for k, v in tensors.items() if k.startswith("estimator.")})
+            # the checkpoint's parameter order -> this optimizer's, matched by name
+            saved = meta.get("param_names") or self._param_names(legacy=True)
+            current = self._param_names()
+            if sorted(saved) != sorted(current):
+                raise KeyError(f"parameters {sorted(set(saved) ^ set(current))[:3]}")
+            where = {i: current.index(name) for i, name in enumerate(saved)}
             state: dict = {}
             for k, v in tensors.items():
                 if k.startswith("optimizer."):
                     _, pid, name = k.split(".", 2)
-                    state.setdefault(int(pid), {})[name] = v
+                    state.setdefault(where[int(pid)], {})[name] = v
             for pid, sc in meta.get("optimizer_scalars", {}).items():
-                state.setdefault(int(pid), {}).update(sc)
-            self.optimizer.load_state_dict({"state": state,
-                                            "param_groups": meta["param_groups"]})
+                state.setdefault(where[int(pid)], {}).update(sc)
+            groups = [{**g, "params": sorted(where[i] for i in g["params"])}
+                      for g in meta["param_groups"]]
+            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(
-                f"{self.run_dir / LAST} does not match this run's model or optimizer ({e}); "
-                "was config.json edited?") from None
+                f"{self.run_dir / LAST} does not match this run's model or optimizer "
+                f"({str(e).splitlines()[0]}); was config.json edited?") from None
+        # Checkpoints of vaekit 0.1 hold no scheduler state: the schedule is a function of the
+        # epoch, so the epoch count restores it.
+        sched = meta.get("scheduler") or {"last_epoch": meta["epoch"],
+                                          "_step_count": meta["epoch"] + 1}
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
+        s = self.scheduler                       # the next epoch's rate, as LambdaLR computes it
+        for g, base, factor in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas,
+                                   strict=True):
+            g["lr"] = base * factor(s.last_epoch)
         torch.set_rng_state(tensors["rng.cpu"])
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
         if cuda_states and self.device.type == "cuda":
@@ -294,20 +336,22 @@ class Trainer:
         if best_valid is None:
             raise CheckpointError(f"{self.run_dir / LAST} lacks its best validation score; "
                                   "it was not written by vaekit")
-        result = TrainResult(history=history, best_epoch=meta["best_epoch"],
-                             best_valid_score=best_valid, epochs=meta["epoch"],
-                             seconds=meta.get("seconds", 0.0))
         if (self.run_dir / BEST).is_file():
             best, _ = load_tensors(self.run_dir / BEST)
             self.best_state = best
-        return result, meta["bad_epochs"], meta["step"]
+        return TrainResult(history=history, best_epoch=meta["best_epoch"],
+                           best_valid_score=best_valid, epochs=meta["epoch"],
+                           seconds=meta.get("seconds", 0.0), bad_epochs=meta["bad_epochs"],
+                           step=meta["step"])
 
-    def _save_best(self, result: TrainResult) -> None:
+    def save_best(self) -> None:
+        """Keep the current weights as the best (and write ``best.safetensors``)."""
+        r = self.result
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.run_dir is not None:
             save_tensors(self.run_dir / BEST, self.best_state,
-                         {"epoch": result.best_epoch, "valid_score": result.best_valid_score,
-                          "data_dim": self.train_x.shape[1]})
+                         {"epoch": r.best_epoch, "valid_score": r.best_valid_score,
+                          "data_shape": list(self.train_x.shape[1:])})
 
     def _rewrite_metrics(self, history: list[dict]) -> None:
         if self.run_dir is None:
@@ -333,14 +377,14 @@ class Trainer:
         if resume:
             if self.run_dir is None:
                 raise CheckpointError("resuming needs a run directory")
-            result, bad_epochs, step = self.load_checkpoint()
-            self._rewrite_metrics(result.history)
+            self.result = self.load_checkpoint()
+            self._rewrite_metrics(self.result.history)
         else:
             torch.manual_seed(cfg.seed)
-            result, bad_epochs, step = TrainResult(), 0, 0
+            self.result = TrainResult()
             if self.run_dir is not None:
                 self._rewrite_metrics([])
-        total_epochs = min(cfg.epochs, schedule_length(cfg))
+        result, total_epochs = self.result, self.total_epochs
         n, b = self.train_x.shape[0], cfg.batch_size
         steps_per_epoch = math.ceil(n / b)
         writer = self._tensorboard(purge_step=result.epochs + 1 if resume else None)
@@ -348,9 +392,12 @@ class Trainer:
                    disable=None if self.progress else True, unit="step", dynamic_ncols=True,
                    leave=False)
         show_lines = self.progress and bar.disable
-        warmup = cfg.kl_warmup_epochs if hasattr(self.estimator, "beta") else 0.0
+        step_callbacks = [c for c in self.callbacks if c.every_step]
+        for c in self.callbacks:
+            c.on_fit_start(self)
         last_line = -math.inf
         self.model.train()
+        self.stop = None
         session_start = time.perf_counter() - result.seconds
         result.stopped = (f"completed {total_epochs} epochs" if cfg.lr_schedule == "constant"
                           else f"completed {total_epochs} of the schedule's "
@@ -358,28 +405,27 @@ class Trainer:
         try:
             for epoch in range(result.epochs, total_epochs):
                 epoch_start = time.perf_counter()
-                lr = lr_at_epoch(cfg, epoch)
-                self._set_lr(lr)
+                lr = self.optimizer.param_groups[0]["lr"]
                 bar.set_description(f"epoch {epoch + 1}/{total_epochs}")
                 perm = torch.randperm(n, device=self.device)
                 running = torch.zeros((), device=self.device, dtype=torch.float64)
                 for i in range(0, n, b):
-                    if warmup:
-                        self.estimator.beta = cfg.beta * min(1.0, (epoch + i / n) / warmup)
-                    x = self.train_x[perm[i:i + b]]
+                    for c in step_callbacks:
+                        c.on_step(self, epoch + i / n)
+                    x = to_values(self.train_x[perm[i:i + b]], self.divisor)
                     if self.dynamic_binarization:
                         x = torch.bernoulli(x)
                     losses = self.estimator(self.model, x)
                     self.optimizer.zero_grad(set_to_none=True)
-                    self._backward(losses)
+                    losses.loss.backward()
                     self.optimizer.step()
                     running += losses.bound.sum()
-                    step += 1
+                    result.step += 1
                     if not bar.disable:
                         bar.update(1)
-                        if step % 200 == 0:
+                        if result.step % 200 == 0:
                             seen = i + x.shape[0]
-                            bar.set_postfix(elbo=f"{float(running) / seen:.2f}", refresh=False)
+                            bar.set_postfix(bound=f"{float(running) / seen:.2f}", refresh=False)
                 train_bound = float(running) / n
                 if not math.isfinite(train_bound):
                     raise TrainingDivergedError(
@@ -387,41 +433,26 @@ class Trainer:
                         f"last good checkpoint (epoch {result.epochs}) is kept"
                         f"{' in ' + str(self.run_dir) if self.run_dir else ''}: lower --lr "
                         "and train again, or resume from it")
-                valid = validation_score(self.model, self.valid_x, kl=cfg.kl)
                 result.epochs = epoch + 1
+                record = {"epoch": epoch + 1, "step": result.step, "examples": (epoch + 1) * n,
+                          "lr": lr, "train_bound": train_bound}
+                for c in self.callbacks:
+                    c.on_epoch_end(self, record)
                 result.seconds = time.perf_counter() - session_start
-                if valid > result.best_valid_score:
-                    result.best_valid_score, result.best_epoch = valid, epoch + 1
-                    bad_epochs = 0
-                    self._save_best(result)
-                else:
-                    bad_epochs += 1
-                record = {"epoch": epoch + 1, "step": step, "examples": (epoch + 1) * n,
-                          "lr": lr, "train_bound": train_bound, "valid_score": valid,
-                          "epoch_seconds": round(time.perf_counter() - epoch_start, 4),
-                          "seconds": round(result.seconds, 3)}
-                if self._monitor_due(epoch + 1, total_epochs):
-                    record["monitor_log_likelihood"] = float(log_likelihood(
-                        self.model, self.monitor_x, cfg.monitor_num_samples).mean())
-                    record["monitor_num_samples"] = cfg.monitor_num_samples
+                record.update(epoch_seconds=round(time.perf_counter() - epoch_start, 4),
+                              seconds=round(result.seconds, 3))
                 result.history.append(record)
-                self.save_checkpoint(result, bad_epochs, step)
+                self.scheduler.step()               # the next epoch's rate, saved with it
+                self.save_checkpoint()
                 self._append_metrics(record)
-                if writer is not None:
-                    writer.add_scalar("bound/train", train_bound, epoch + 1)
-                    writer.add_scalar("valid/" + validation_name(self.model), valid, epoch + 1)
-                    writer.add_scalar("lr", lr, epoch + 1)
-                    if "monitor_log_likelihood" in record:
-                        writer.add_scalar(f"monitor/L_{cfg.monitor_num_samples}",
-                                          record["monitor_log_likelihood"], epoch + 1)
+                self._log_epoch(writer, record)
                 if show_lines and time.perf_counter() - last_line > 10:
                     last_line = time.perf_counter()
                     self.log(f"epoch {epoch + 1}/{total_epochs}  train bound {train_bound:.3f}  "
-                             f"valid {validation_name(self.model)} {valid:.3f}  lr {lr:.2e}  "
-                             f"({result.seconds:.0f} s)")
-                if cfg.patience and bad_epochs >= cfg.patience:
-                    result.stopped = (f"early stopping: no better validation score in "
-                                      f"{cfg.patience} epochs")
+                             f"valid {self.family.validation_name} {record['valid_score']:.3f}"
+                             f"  lr {lr:.2e}  ({result.seconds:.0f} s)")
+                if self.stop:
+                    result.stopped = self.stop
                     break
         finally:
             bar.close()
@@ -431,10 +462,16 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
         return result
 
-    def _monitor_due(self, epoch: int, total: int) -> bool:
-        every = self.config.monitor_every
-        return bool(every) and self.monitor_x is not None and (
-            epoch == 1 or epoch % every == 0 or epoch == total)
+    def _log_epoch(self, writer, record: dict) -> None:
+        if writer is None:
+            return
+        epoch = record["epoch"]
+        writer.add_scalar("bound/train", record["train_bound"], epoch)
+        writer.add_scalar("valid/" + self.family.validation_name, record["valid_score"], epoch)
+        writer.add_scalar("lr", record["lr"], epoch)
+        if "monitor_log_likelihood" in record:
+            writer.add_scalar(f"monitor/L_{record['monitor_num_samples']}",
+                              record["monitor_log_likelihood"], epoch)
 
     def _tensorboard(self, purge_step: int | None):
         if self.run_dir is None:

@@ -1,7 +1,8 @@
-"""Gradient estimators: each returns the bound to report and a loss per parameter group.
+"""Gradient estimators: each returns the bound to report and one surrogate loss.
 
 An estimator is an :class:`Estimator` (``forward(model, x) -> Losses``) registered by name in
-:data:`ESTIMATORS` and chosen with ``vaekit train --objective NAME --num-samples K``:
+:data:`ESTIMATORS` with its options class, and chosen with ``vaekit train --objective NAME``
+(its options are command-line options too, e.g. ``--num-samples K``):
 
 =============  ==============================================================================
 ``elbo``        ELBO, reparameterization gradient; ``beta`` (beta-VAE) and KL warm-up
@@ -21,21 +22,49 @@ An estimator is an :class:`Estimator` (``forward(model, x) -> Losses``) register
 ``vq``          the VQ-VAE's own loss (reconstruction + commitment, EMA codebook)
 =============  ==============================================================================
 
-Mixture models are fitted by EM instead (objective ``em``, :mod:`vaekit.mixtures`).
+Mixture models are fitted by EM instead (objective ``em``, :mod:`vaekit.models.mixtures`).
 """
 
 from __future__ import annotations
 
-from . import own_loss, reparameterized, score_function, wake_sleep  # noqa: F401  (register)
-from .base import ESTIMATORS, Estimator, Losses, get_estimator, register_estimator
+# isort: off
+# The estimators register in this order (the order --help lists them in).
+from . import reparameterized, score_function, wake_sleep, own_loss  # noqa: F401
+# isort: on
+from .base import (
+    ESTIMATORS,
+    Estimator,
+    EstimatorOptions,
+    Losses,
+    PathGate,
+    SampledEstimator,
+    SampledOptions,
+    get_estimator,
+    register_estimator,
+)
 from .own_loss import OwnLoss, Reconstruction, VectorQuantization
-from .reparameterized import CIWAE, ELBO, ELBOSTL, IWAE, IWAESTL, MIWAE, PIWAE, IWAEDReG
-from .score_function import BASELINES, VIMCO, ScoreFunctionELBO
-from .wake_sleep import RWS, RWSDReG, WakeSleep, sleep_loss
+from .reparameterized import (
+    CIWAE,
+    ELBO,
+    ELBOSTL,
+    IWAE,
+    IWAESTL,
+    MIWAE,
+    PIWAE,
+    CIWAEOptions,
+    ELBOOptions,
+    IWAEDReG,
+    IWAEOptions,
+    MIWAEOptions,
+)
+from .score_function import BASELINES, VIMCO, ScoreFunctionELBO, ScoreFunctionOptions
+from .wake_sleep import RWS, RWSDReG, RWSOptions, WakeSleep, sleep_loss
 
 __all__ = [
-    "BASELINES", "CIWAE", "ELBO", "ELBOSTL", "ESTIMATORS", "IWAE", "IWAEDReG", "IWAESTL",
-    "Estimator", "Losses", "MIWAE", "OwnLoss", "PIWAE", "RWS", "RWSDReG", "Reconstruction",
-    "ScoreFunctionELBO", "VIMCO", "VectorQuantization", "WakeSleep", "get_estimator",
+    "BASELINES", "CIWAE", "CIWAEOptions", "ELBO", "ELBOOptions", "ELBOSTL", "ESTIMATORS",
+    "IWAE", "IWAEDReG", "IWAEOptions", "IWAESTL", "Estimator", "EstimatorOptions", "Losses",
+    "MIWAE", "MIWAEOptions", "OwnLoss", "PIWAE", "PathGate", "RWS", "RWSDReG", "RWSOptions",
+    "Reconstruction", "SampledEstimator", "SampledOptions", "ScoreFunctionELBO",
+    "ScoreFunctionOptions", "VIMCO", "VectorQuantization", "WakeSleep", "get_estimator",
     "register_estimator", "sleep_loss",
 ]

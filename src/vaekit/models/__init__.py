@@ -1,38 +1,51 @@
-"""Model families. Each returns ``torch.distributions`` objects: ``prior()``,
-``encoder(x)`` for q(z|x) and ``decoder(z)`` for p(x|z); losses live elsewhere.
+"""Model families. Each module defines a model (which only returns ``torch.distributions``
+objects, or for families with their own objective its own loss), its options and its
+registered :class:`~vaekit.families.Family`; importing this package registers them all.
 
-New families register in :data:`MODELS` (name -> class with ``from_config(config, data_dim)``).
-A family that is not trained on a bound (autoencoders, VQ-VAE, mixtures fitted by EM) sets
-``own_objective = True`` and names its objective in ``default_objective``.
+=========================  ==================================================================
+``vae``                    the standard VAE (:mod:`.vae`)
+``hierarchical-vae``       several stochastic layers (:mod:`.hierarchical`)
+``autoencoder``            deterministic, plain or denoising (:mod:`.autoencoder`)
+``stacked-autoencoder``    greedy layer-wise pre-training, then fine-tuning
+``vqvae``                  VQ-VAE with an EMA codebook and a code prior (:mod:`.vqvae`)
+``gmm``                    mixture of Gaussians fitted by EM (:mod:`.mixtures`)
+``bernoulli-mixture``      mixture of Bernoullis fitted by EM
+=========================  ==================================================================
+
+:class:`LinearGaussian` (probabilistic PCA, exact log p(x)) is the reference model of the
+tests, not a family.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..mixtures import BernoulliMixture, GaussianMixture
-from .autoencoder import Autoencoder, StackedAutoencoder
-from .base import LatentVariableModel
-from .hierarchical import HierarchicalVAE
+from ..families import FAMILIES, family_of_options
+from ..nn import as_shape
+from ..options import Options
+
+# isort: off
+# The families register in this order (the order --help lists them in): the default first.
+from . import vae, hierarchical, autoencoder, vqvae, mixtures  # noqa: F401
+# isort: on
+from .autoencoder import Autoencoder, AutoencoderOptions, StackedAutoencoder
+from .base import DecoderOptions, LatentVariableModel, NetworkOptions
+from .hierarchical import HierarchicalVAE, HierarchicalVAEOptions
 from .linear_gaussian import LinearGaussian
-from .vae import VAE
-from .vqvae import VQVAE
+from .mixtures import BernoulliMixture, GaussianMixture
+from .vae import VAE, VAEOptions
+from .vqvae import VQVAE, VQVAEOptions
 
-MODELS: dict[str, type[nn.Module]] = {
-    "vae": VAE,
-    "hierarchical-vae": HierarchicalVAE,
-    "autoencoder": Autoencoder,
-    "stacked-autoencoder": StackedAutoencoder,
-    "vqvae": VQVAE,
-    "gmm": GaussianMixture,
-    "bernoulli-mixture": BernoulliMixture,
-}
+MODELS = FAMILIES
 
 
-def build_model(config, data_dim: int) -> nn.Module:
-    """Build the model a :class:`vaekit.config.ModelConfig` names, for ``data_dim`` inputs."""
-    return MODELS[config.model].from_config(config, data_dim)
+def build_model(options: Options, event_shape: int | tuple[int, ...]) -> nn.Module:
+    """Build the model of the family whose options ``options`` are, for data of
+    ``event_shape`` (an int D means ``(D,)``)."""
+    return family_of_options(options).build(options, as_shape(event_shape))
 
 
-__all__ = ["MODELS", "Autoencoder", "HierarchicalVAE", "LatentVariableModel", "LinearGaussian",
-           "StackedAutoencoder", "VAE", "VQVAE", "build_model"]
+__all__ = ["MODELS", "Autoencoder", "AutoencoderOptions", "BernoulliMixture",
+           "DecoderOptions", "GaussianMixture", "HierarchicalVAE", "HierarchicalVAEOptions",
+           "LatentVariableModel", "LinearGaussian", "NetworkOptions", "StackedAutoencoder",
+           "VAE", "VAEOptions", "VQVAE", "VQVAEOptions", "build_model"]

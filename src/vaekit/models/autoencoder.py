@@ -19,26 +19,24 @@ References:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..distributions import observation_mean
 from ..errors import ConfigError
 from ..estimators.base import Losses
-from ..nn import ACTIVATIONS, init_output_bias
+from ..evaluation import Evaluation, mean_and_se, model_device
+from ..families import FitJob, OwnObjectiveFamily, register_family
+from ..nn import MLP
+from ..observations import OBSERVATIONS, GaussianObservation, Observation, observation_for
+from ..options import off_or_positive, one_of, option, positive
+from .base import LegacyStateMixin, NetworkOptions, resolve_options, shape_of
 
 NOISES = ("none", "masking", "gaussian")
-
-
-def reconstruction_error(out: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Per-example error of the decoder output ``out`` (logits or means) for ``x: (B, D)``:
-    Bernoulli negative log-likelihood in nats, or half the squared error."""
-    if likelihood == "bernoulli":
-        return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
-    return 0.5 * (out - x).square().sum(-1)
 
 
 def check_noise(noise: str, level: float) -> None:
@@ -50,6 +48,36 @@ def check_noise(noise: str, level: float) -> None:
         raise ConfigError(f"masking noise_level must lie in [0, 1), got {level}")
     if level < 0:
         raise ConfigError(f"noise_level must be >= 0, got {level}")
+
+
+@dataclass
+class AutoencoderOptions(NetworkOptions):
+    latent_dim: int = option(16, "dimension of the code", check=positive)
+    likelihood: str = option("bernoulli", "how reconstructions are scored: bernoulli "
+                                          "(-log p(x|x^), nats) | gaussian (squared error / 2)",
+                             check=one_of(OBSERVATIONS.names))
+    noise: str = option("none", "input corruption none | masking | gaussian (a denoising "
+                                "autoencoder)", check=one_of(NOISES))
+    noise_level: float = option(0.25, "masking probability or Gaussian noise std")
+
+    def check(self) -> None:
+        check_noise(self.noise, self.noise_level)
+
+
+@dataclass
+class StackedAutoencoderOptions(AutoencoderOptions):
+    pretrain_epochs: int = option(5, "epochs of greedy pre-training per layer",
+                                  check=off_or_positive)
+
+
+def reconstruction_error(out: torch.Tensor, x: torch.Tensor,
+                         observation: Observation) -> torch.Tensor:
+    """Per-example error of the decoder output ``out`` (logits or means, the shape of ``x``)
+    for ``x: (B, *event)``: half the squared error for a Gaussian observation model, else its
+    negative log-likelihood in nats (for Bernoulli: the binary cross-entropy)."""
+    if isinstance(observation, GaussianObservation):
+        return 0.5 * (out - x).square().flatten(1).sum(-1)
+    return -observation(out).log_prob(x)
 
 
 def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
@@ -64,50 +92,55 @@ def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
     raise ConfigError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
 
 
-def _stack(sizes: Sequence[int], activation: str, last_activation: bool) -> nn.Sequential:
-    act = ACTIVATIONS[activation]
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or last_activation:
-            layers.append(act())
-    return nn.Sequential(*layers)
+def corrupt_fixed(x: torch.Tensor, noise: str, level: float, g: torch.Generator) -> torch.Tensor:
+    """A reproducible corruption of the CPU tensor ``x`` (for evaluation and figures)."""
+    if noise == "masking":
+        return x * (torch.rand(x.shape, generator=g) >= level).to(x.dtype)
+    if noise == "gaussian":
+        return x + level * torch.randn(x.shape, generator=g)
+    return x
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(LegacyStateMixin, nn.Module):
     """A deterministic autoencoder, denoising when ``noise`` is not ``"none"``.
 
-    Encoder D -> hidden_sizes -> code_dim (with the hidden activation on the code), decoder
-    code_dim -> reversed(hidden_sizes) -> D giving logits (Bernoulli) or means (Gaussian).
+    Encoder x -> hidden_sizes -> code (with the hidden activation on the code), decoder
+    code -> reversed(hidden_sizes) -> x giving logits (Bernoulli) or means (Gaussian).
 
     Args:
-        data_dim: D.
-        code_dim: the code's dimension (``--latent-dim``); smaller than D (undercomplete).
-        hidden_sizes, activation: as for :class:`VAE`.
-        likelihood: ``"bernoulli"`` or ``"gaussian"``: how reconstructions are scored.
-        noise: ``"none"``, ``"masking"`` or ``"gaussian"``: corruption of the input during
-            training (a denoising autoencoder reconstructs the clean x from it).
-        noise_level: masking probability, or the Gaussian noise's standard deviation.
+        data_shape: the event shape of x (``784`` or ``(1, 28, 28)``).
+        code_dim: the code's dimension (``latent_dim``); smaller than D (undercomplete).
+        options: :class:`AutoencoderOptions`; keyword arguments override its fields:
+            ``hidden_sizes``, ``activation``, ``likelihood`` (how reconstructions are scored),
+            ``noise`` (``"none"``, ``"masking"`` or ``"gaussian"``: corruption of the input
+            during training; a denoising autoencoder reconstructs the clean x from it),
+            ``noise_level`` (masking probability, or the Gaussian noise's std).
     """
 
-    default_objective = "reconstruction"
-    own_objective = True
+    options_class: ClassVar[type[AutoencoderOptions]] = AutoencoderOptions
 
-    def __init__(self, data_dim: int, code_dim: int = 16, hidden_sizes: Sequence[int] = (200,),
-                 activation: str = "tanh", likelihood: str = "bernoulli", noise: str = "none",
-                 noise_level: float = 0.0) -> None:
+    def __init__(self, data_shape: int | Sequence[int], code_dim: int | None = None,
+                 hidden_sizes: Sequence[int] | None = None, *,
+                 options: AutoencoderOptions | None = None, **overrides) -> None:
         super().__init__()
-        check_noise(noise, noise_level)
-        self.data_dim, self.latent_dim, self.likelihood = data_dim, code_dim, likelihood
-        self.noise, self.noise_level = noise, float(noise_level)
-        sizes = [data_dim, *hidden_sizes, code_dim]
-        self.encoder_net = _stack(sizes, activation, last_activation=True)
-        self.decoder_net = _stack(sizes[::-1], activation, last_activation=False)
+        if code_dim is not None:
+            overrides["latent_dim"] = code_dim
+        if hidden_sizes is not None:
+            overrides["hidden_sizes"] = list(hidden_sizes)
+        opts = resolve_options(self.options_class, options, overrides)
+        self.options = opts
+        self.event_shape = shape_of(data_shape)
+        self.latent_dim = int(opts.latent_dim)
+        self.noise, self.noise_level = opts.noise, float(opts.noise_level)
+        self.encoder_net = MLP(self.event_shape, opts.hidden_sizes, self.latent_dim,
+                               opts.activation, activate_output=True)
+        self.decoder_net = MLP(self.latent_dim, tuple(reversed(opts.hidden_sizes)),
+                               self.event_shape, opts.activation)
+        self.observation = observation_for(opts.likelihood, self.event_shape)
 
-    @classmethod
-    def from_config(cls, config, data_dim: int) -> Autoencoder:
-        return cls(data_dim, config.latent_dim, config.hidden_sizes, config.activation,
-                   config.likelihood, config.noise, config.noise_level)
+    @property
+    def likelihood(self) -> str:
+        return self.observation.name
 
     # ------------------------------------------------------------------ the maps
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,30 +149,26 @@ class Autoencoder(nn.Module):
 
     def decode_mean(self, code: torch.Tensor) -> torch.Tensor:
         """The reconstruction g(c) as data: probabilities (Bernoulli) or values (Gaussian)."""
-        out = self.decoder_net(code)
-        return observation_mean(out, self.likelihood)
+        return self.observation.mean(self.decoder_net(code))
 
     def reconstruction_error(self, x: torch.Tensor, x_in: torch.Tensor | None = None
                              ) -> torch.Tensor:
         """Per-example error of reconstructing ``x`` from ``x_in`` (default: ``x`` itself):
         nats for a Bernoulli likelihood. ``(B,)``."""
         out = self.decoder_net(self.encoder_net(x if x_in is None else x_in))
-        return reconstruction_error(out, x, self.likelihood)
+        return reconstruction_error(out, x, self.observation)
 
     # ------------------------------------------------------------------ training
     def training_losses(self, x: torch.Tensor) -> Losses:
         """Reconstruct the clean ``x`` from its corruption; the reported value is minus the
         reconstruction error (higher is better, like a bound)."""
         err = self.reconstruction_error(x, corrupt(x, self.noise, self.noise_level))
-        loss = err.mean()
-        return Losses(-err.detach(), loss, loss)
+        return Losses(-err.detach(), err.mean())
 
     @torch.no_grad()
     def validation_score(self, x: torch.Tensor) -> torch.Tensor:
         """Minus the reconstruction error of clean inputs, ``(B,)`` (higher is better)."""
         return -self.reconstruction_error(x)
-
-    validation_name = "-reconstruction error"
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
         return self.encoder_net.parameters()
@@ -148,68 +177,124 @@ class Autoencoder(nn.Module):
         return self.decoder_net.parameters()
 
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Start the decoder at the training-data mean ``(D,)``: the logit of it (Bernoulli,
-        as the IWAE code does) or the mean (Gaussian); :func:`vaekit.nn.init_output_bias`."""
-        init_output_bias(self.decoder_net[-1], train_mean, self.likelihood)
-
-    @torch.no_grad()
-    def evaluation(self, x: torch.Tensor, num_samples: int | None = None, *,
-                   noise: str | None = None, noise_level: float | None = None) -> dict:
-        """Test metrics: ``reconstruction_error`` of clean inputs and, for a denoising
-        autoencoder, ``denoising_error`` (clean x reconstructed from a corrupted copy, drawn
-        with a fixed seed), each a mean over examples in nats (Bernoulli) with its standard
-        error. ``num_samples`` is ignored (the model is deterministic).
-
-        ``noise``/``noise_level`` replace the training corruption for ``denoising_error``, so
-        that any autoencoder (a plain one too) is scored on the same corrupted inputs.
-
-        Raises:
-            ConfigError: an unknown noise or a level out of range."""
-        from ..evaluation import mean_and_se, model_device
-        noise = self.noise if noise is None else noise
-        noise_level = self.noise_level if noise_level is None else float(noise_level)
-        check_noise(noise, noise_level)
-        device = model_device(self)
-        g = torch.Generator(device="cpu").manual_seed(0)
-        clean, noisy = [], []
-        for i in range(0, x.shape[0], 2000):
-            xb = x[i:i + 2000].cpu()
-            clean.append(self.reconstruction_error(xb.to(device)).cpu())
-            if noise != "none":
-                xn = corrupt_fixed(xb, noise, noise_level, g)
-                noisy.append(self.reconstruction_error(xb.to(device), xn.to(device)).cpu())
-        out = {}
-        out["reconstruction_error"], out["reconstruction_error_se"] = mean_and_se(
-            torch.cat(clean))
-        if noisy:
-            out["denoising_error"], out["denoising_error_se"] = mean_and_se(torch.cat(noisy))
-        return out
+        """Start the decoder at the training-data mean: the logit of it (Bernoulli, as the
+        IWAE code does) or the mean (Gaussian)."""
+        self.observation.init_bias(self.decoder_net.output_layer().bias, train_mean)
 
 
 class StackedAutoencoder(Autoencoder):
     """An autoencoder whose layers are first trained greedily, one shallow autoencoder per
-    layer on the codes of the layers below (:func:`vaekit.training.pretrain_greedy`), then
+    layer on the codes of the layers below (:func:`vaekit.fitting.pretrain_greedy`), then
     fine-tuned together (Bengio et al. 2007; Vincent et al. 2010, Sec. 3.5). With ``noise`` set,
     every layer is a denoising autoencoder."""
 
+    options_class = StackedAutoencoderOptions
+
     def layer_pairs(self) -> list[tuple[nn.Module, nn.Module, str]]:
         """``(encoder block, decoder block, likelihood)`` for each layer, bottom first: the
-        shallow autoencoder of layer l maps h_l -> h_{l+1} -> h_l. The first layer scores x
-        with the model's likelihood; higher layers reconstruct real-valued codes (squared
-        error)."""
+        shallow autoencoder of layer l maps h_l -> h_{l+1} -> h_l on flat vectors. The first
+        layer scores x with the model's likelihood; higher layers reconstruct real-valued
+        codes (squared error: ``"gaussian"``)."""
         enc = [m for m in self.encoder_net]
         dec = [m for m in self.decoder_net]
         n = sum(isinstance(m, nn.Linear) for m in enc)
         enc_blocks = [nn.Sequential(*enc[2 * i:2 * i + 2]) for i in range(n)]
         dec_blocks = [nn.Sequential(*dec[2 * j:2 * j + 2]) for j in range(n)]
         return [(enc_blocks[i], dec_blocks[n - 1 - i],
-                 self.likelihood if i == 0 else "gaussian") for i in range(n)]
+                 self.observation.name if i == 0 else "gaussian") for i in range(n)]
 
 
-def corrupt_fixed(x: torch.Tensor, noise: str, level: float, g: torch.Generator) -> torch.Tensor:
-    """A reproducible corruption of the CPU tensor ``x`` (for evaluation and figures)."""
-    if noise == "masking":
-        return x * (torch.rand(x.shape, generator=g) >= level).to(x.dtype)
-    if noise == "gaussian":
-        return x + level * torch.randn(x.shape, generator=g)
-    return x
+# --------------------------------------------------------------------------- evaluation
+@dataclass(kw_only=True)
+class ReconstructionEvaluation(Evaluation):
+    """Autoencoders: ``reconstruction_error`` of clean inputs and, for a denoising autoencoder
+    or with ``noise``, ``denoising_error`` (clean x reconstructed from a corrupted copy drawn
+    with a fixed seed), each a mean over examples (nats for a Bernoulli likelihood)."""
+
+    kind: ClassVar[str] = "reconstruction"
+    reconstruction_error: float
+    reconstruction_error_se: float
+    denoising_error: float | None = None
+    denoising_error_se: float | None = None
+
+    def to_dict(self):
+        d = super().to_dict()
+        if self.denoising_error is None:
+            d.pop("denoising_error"), d.pop("denoising_error_se")
+        return d
+
+    def rows(self):
+        rows = [("reconstruction error -log p(x|x^)", self.reconstruction_error,
+                 self.reconstruction_error_se)]
+        if self.denoising_error is not None:
+            rows.append(("denoising error (from corrupted x)", self.denoising_error,
+                         self.denoising_error_se))
+        return rows
+
+    def comparison(self):
+        return {**super().comparison(), "test_reconstruction_error": self.reconstruction_error,
+                "test_reconstruction_error_se": self.reconstruction_error_se}
+
+
+@register_family("autoencoder", AutoencoderOptions)
+class AutoencoderFamily(OwnObjectiveFamily):
+    """``--model autoencoder``: plain or denoising (``--noise masking|gaussian``)."""
+
+    model = Autoencoder
+    objectives = ("reconstruction",)
+    capabilities = frozenset({"embed", "noise"})
+    validation_name = "-reconstruction error"
+    result = ReconstructionEvaluation
+
+    @torch.no_grad()
+    def evaluate(self, model, x, num_samples=None, *, progress=False, noise=None,
+                 compile="auto", log=None):
+        """``reconstruction_error`` and (denoising, or ``noise = (kind, level)``)
+        ``denoising_error``; ``num_samples`` is ignored (the model is deterministic).
+
+        Raises:
+            ConfigError: an unknown noise or a level out of range."""
+        start = time.perf_counter()
+        kind, level = noise if noise is not None else (model.noise, model.noise_level)
+        check_noise(kind, float(level))
+        device = model_device(model)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        clean, noisy = [], []
+        for i in range(0, x.shape[0], 2000):
+            xb = x[i:i + 2000].cpu()
+            clean.append(model.reconstruction_error(xb.to(device)).cpu())
+            if kind != "none":
+                xn = corrupt_fixed(xb, kind, float(level), g)
+                noisy.append(model.reconstruction_error(xb.to(device), xn.to(device)).cpu())
+        rec, rec_se = mean_and_se(torch.cat(clean))
+        den, den_se = mean_and_se(torch.cat(noisy)) if noisy else (None, None)
+        return ReconstructionEvaluation(
+            reconstruction_error=rec, reconstruction_error_se=rec_se, denoising_error=den,
+            denoising_error_se=den_se, latent_dim=model.latent_dim, num_samples=None,
+            num_examples=int(x.shape[0]), seconds=round(time.perf_counter() - start, 3))
+
+    def extra_figures(self, ctx):
+        model, shape = ctx.model, ctx.dataset.figure_shape
+        if model.noise == "none" or shape is None:
+            return []
+        from .. import plotting, sampling
+        clean = sampling.shown_examples(ctx.test_values(), 50)[:10]
+        noisy = corrupt_fixed(clean, model.noise, model.noise_level,
+                              torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            rec = model.decode_mean(model.embed(noisy.to(model_device(model)))).cpu()
+        return [("denoising.png", plotting.plot_denoising(noisy, clean, rec, shape))]
+
+
+@register_family("stacked-autoencoder", StackedAutoencoderOptions)
+class StackedAutoencoderFamily(AutoencoderFamily):
+    """``--model stacked-autoencoder``: greedy layer-wise pre-training (``--pretrain-epochs``)
+    before the autoencoder is fine-tuned."""
+
+    model = StackedAutoencoder
+
+    def before_fit(self, model, job: FitJob) -> None:
+        from ..fitting import pretrain_greedy
+        if model.options.pretrain_epochs:
+            pretrain_greedy(model, job.dataset.train, job.train,
+                            dynamic_binarization=job.dynamic, log=job.log)

@@ -18,27 +18,42 @@ estimated by Monte Carlo.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 from torch.func import functional_call
 
-from ..distributions import diagonal_normal, observation, observation_mean, stop_gradient
-from ..nn import mlp
-from .base import LatentVariableModel
+from ..distributions import diagonal_normal, register_stop_gradient, stop_gradient
+from ..families import BoundFamily, register_family
+from ..nn import MLP, build_network
+from ..observations import observation_for
+from ..options import option, positive, widths
+from ..priors import StandardNormalPrior
+from .base import DecoderOptions, LatentVariableModel, resolve_options, shape_of
+
+
+@dataclass
+class HierarchicalVAEOptions(DecoderOptions):
+    latent_dims: list[int] = option([], "latent widths bottom-up, e.g. 100,50 (empty: one "
+                                        "layer of latent_dim)", check=widths(allow_empty=True))
+    latent_dim: int = option(16, "width of the single layer when latent_dims is empty",
+                             check=positive)
+    upper_hidden_sizes: list[int] = option([100, 100], "hidden widths between stochastic "
+                                                       "layers", check=widths(allow_empty=True))
 
 
 class ConditionalGaussian(nn.Module):
     """h -> N(mu(h), diag sigma(h)^2), one MLP with a 2*out_dim output (mean, log sigma)."""
 
-    def __init__(self, in_dim: int, hidden_sizes: Sequence[int], out_dim: int,
-                 activation: str = "tanh") -> None:
+    def __init__(self, in_shape: int | Sequence[int], hidden_sizes: Sequence[int],
+                 out_dim: int, activation: str = "tanh") -> None:
         super().__init__()
-        self.net = mlp(in_dim, hidden_sizes, 2 * out_dim, activation)
+        self.net = MLP(in_shape, hidden_sizes, 2 * out_dim, activation)
 
     def forward(self, h: torch.Tensor, frozen: bool = False) -> Distribution:
-        """``h: (..., in_dim)``; ``frozen`` evaluates the MLP with detached weights (the
+        """``h: (..., *in_shape)``; ``frozen`` evaluates the MLP with detached weights (the
         distribution is then differentiable in ``h`` only: the stop-gradient of STL/DReG)."""
         if frozen:
             params = {k: v.detach() for k, v in self.net.named_parameters()}
@@ -59,7 +74,7 @@ class AncestralDistribution(Distribution):
         steps: ``(slot, parent_slot, conditional)`` in sampling order; ``conditional`` is a
             :class:`ConditionalGaussian`.
         sizes: the dimension of each slot.
-        frozen: evaluate the conditionals with detached weights (see :meth:`stop_gradient`).
+        frozen: evaluate the conditionals with detached weights (see :func:`stop_gradient`).
     """
 
     arg_constraints: dict = {}
@@ -102,75 +117,69 @@ class AncestralDistribution(Distribution):
             values[slot] = cond(values[parent], self.frozen).mean
         return self._cat(values)
 
-    def stop_gradient(self) -> AncestralDistribution:
-        return AncestralDistribution(stop_gradient(self.root), self.root_slot, self.steps,
-                                     self.sizes, frozen=True)
+
+@register_stop_gradient(AncestralDistribution)
+def _(d: AncestralDistribution) -> AncestralDistribution:
+    return AncestralDistribution(stop_gradient(d.root), d.root_slot, d.steps, d.sizes,
+                                 frozen=True)
 
 
 class HierarchicalVAE(LatentVariableModel):
     """Args:
-        data_dim: D.
-        latent_dims: (d_1, ..., d_L), bottom (nearest x) first.
-        hidden_sizes: hidden widths between x and z_1 (both directions).
-        upper_hidden_sizes: hidden widths between z_l and z_{l+1} (both directions).
-        activation, likelihood, decoder_std, learn_decoder_std: as for :class:`VAE`.
+        data_shape: the event shape of x (``784`` or ``(1, 28, 28)``).
+        options: :class:`HierarchicalVAEOptions`; keyword arguments override its fields:
+            ``latent_dims`` (d_1, ..., d_L), bottom (nearest x) first; ``hidden_sizes``
+            between x and z_1 (both directions); ``upper_hidden_sizes`` between z_l and
+            z_{l+1} (both directions); ``activation``, ``likelihood``, ``decoder_std``,
+            ``learn_decoder_std`` as for :class:`~vaekit.models.vae.VAE`.
     """
 
-    def __init__(self, data_dim: int, latent_dims: Sequence[int] = (100, 50),
-                 hidden_sizes: Sequence[int] = (200, 200),
-                 upper_hidden_sizes: Sequence[int] = (100, 100), activation: str = "tanh",
-                 likelihood: str = "bernoulli", decoder_std: float = 0.1,
-                 learn_decoder_std: bool = True) -> None:
+    def __init__(self, data_shape: int | Sequence[int],
+                 options: HierarchicalVAEOptions | None = None, **overrides) -> None:
         super().__init__()
-        if len(latent_dims) < 1:
-            raise ValueError("latent_dims needs at least one layer")
-        self.data_dim = int(data_dim)
-        self.latent_dims = [int(d) for d in latent_dims]
+        opts = resolve_options(HierarchicalVAEOptions, options, overrides)
+        self.options = opts
+        self.event_shape = shape_of(data_shape)
+        self.latent_dims = [int(d) for d in (opts.latent_dims or [opts.latent_dim])]
         self.latent_dim = sum(self.latent_dims)
         L = len(self.latent_dims)
+        hidden, upper, act = opts.hidden_sizes, opts.upper_hidden_sizes, opts.activation
         self.q_layers = nn.ModuleList(
-            [ConditionalGaussian(data_dim, hidden_sizes, self.latent_dims[0], activation)]
-            + [ConditionalGaussian(self.latent_dims[i - 1], upper_hidden_sizes,
-                                   self.latent_dims[i], activation) for i in range(1, L)])
+            [ConditionalGaussian(self.event_shape, hidden, self.latent_dims[0], act)]
+            + [ConditionalGaussian(self.latent_dims[i - 1], upper, self.latent_dims[i], act)
+               for i in range(1, L)])
         self.p_layers = nn.ModuleList(     # p(z_i | z_{i+1}) for i = 0 .. L-2
-            [ConditionalGaussian(self.latent_dims[i + 1], tuple(reversed(upper_hidden_sizes)),
-                                 self.latent_dims[i], activation) for i in range(L - 1)])
-        self.decoder_net = mlp(self.latent_dims[0], tuple(reversed(hidden_sizes)), data_dim,
-                               activation)
-        self.register_buffer("prior_loc", torch.zeros(self.latent_dims[-1]))
-        self.register_buffer("prior_scale", torch.ones(self.latent_dims[-1]))
-        self._init_observation(likelihood, decoder_std, learn_decoder_std)
-
-    @classmethod
-    def from_config(cls, config, data_dim: int) -> HierarchicalVAE:
-        """From a :class:`vaekit.config.ModelConfig` (``latent_dims``, ``hidden_sizes``,
-        ``upper_hidden_sizes``, ...)."""
-        return cls(data_dim, latent_dims=config.latent_dims or (config.latent_dim,),
-                   hidden_sizes=config.hidden_sizes,
-                   upper_hidden_sizes=config.upper_hidden_sizes,
-                   activation=config.activation, likelihood=config.likelihood,
-                   decoder_std=config.decoder_std, learn_decoder_std=config.learn_decoder_std)
+            [ConditionalGaussian(self.latent_dims[i + 1], tuple(reversed(upper)),
+                                 self.latent_dims[i], act) for i in range(L - 1)])
+        self.decoder_net = build_network(opts.net, (self.latent_dims[0],), self.event_shape,
+                                         opts, reverse=True)
+        self.top_prior = StandardNormalPrior(self.latent_dims[-1])
+        self.observation = observation_for(opts.likelihood, self.event_shape, opts)
+        self._register_legacy_hook()
 
     def prior(self) -> AncestralDistribution:
         """p(z) = p(z_L) prod_l p(z_l | z_{l+1}), over the concatenation of all layers."""
         L = len(self.latent_dims)
-        root = diagonal_normal(self.prior_loc, self.prior_scale)
         steps = [(i, i + 1, self.p_layers[i]) for i in reversed(range(L - 1))]
-        return AncestralDistribution(root, L - 1, steps, self.latent_dims)
+        return AncestralDistribution(self.top_prior(), L - 1, steps, self.latent_dims)
 
     def encoder(self, x: torch.Tensor) -> AncestralDistribution:
-        """q(z|x) = q(z_1|x) prod_l q(z_l | z_{l-1}) for ``x: (B, D)``."""
+        """q(z|x) = q(z_1|x) prod_l q(z_l | z_{l-1}) for ``x: (B, *event_shape)``."""
         steps = [(i, i - 1, self.q_layers[i]) for i in range(1, len(self.latent_dims))]
         return AncestralDistribution(self.q_layers[0](x), 0, steps, self.latent_dims)
 
-    def decoder(self, z: torch.Tensor) -> Distribution:
-        """p(x|z_1), reading the first ``latent_dims[0]`` coordinates of ``z: (..., sum d)``."""
-        out = self.decoder_net(z[..., :self.latent_dims[0]])
-        return observation(out, self.likelihood, self.decoder_log_std)
-
-    def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.decoder_net(z[..., :self.latent_dims[0]])
-        return observation_mean(out, self.likelihood)
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's output from z_1, the first ``latent_dims[0]`` coordinates of
+        ``z: (..., sum d)``."""
+        return self.decoder_net(z[..., :self.latent_dims[0]])
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
         return self.q_layers.parameters()
+
+
+@register_family("hierarchical-vae", HierarchicalVAEOptions)
+class HierarchicalVAEFamily(BoundFamily):
+    """``--model hierarchical-vae``: several stochastic layers (Burda et al. 2016's
+    two-layer model with ``--latent-dims 100,50 --upper-hidden-sizes 100,100``)."""
+
+    model = HierarchicalVAE

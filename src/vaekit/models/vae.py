@@ -4,80 +4,94 @@ p(z) = N(0, I);  q_phi(z|x) = N(mu_phi(x), diag sigma_phi(x)^2);
 p_theta(x|z) = Bernoulli(sigmoid(f_theta(z)))  or  N(f_theta(z), sigma^2 I).
 
 The model only describes distributions; bounds and losses live in :mod:`vaekit.objectives`
-and :mod:`vaekit.estimators`, so any objective runs with it.
+and :mod:`vaekit.estimators`, so any objective runs with it. The prior, the posterior head and
+the observation model are chosen by name from their registries (:mod:`vaekit.priors`,
+:mod:`vaekit.posteriors`, :mod:`vaekit.observations`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Independent
+from torch.distributions import Distribution
 
-from ..distributions import diagonal_normal, observation, observation_mean
-from ..nn import mlp
-from .base import LatentVariableModel
+from ..families import BoundFamily, register_family
+from ..nn import build_network
+from ..observations import observation_for
+from ..options import one_of, option, positive
+from ..posteriors import POSTERIORS, build_posterior
+from ..priors import PRIORS, build_prior
+from .base import DecoderOptions, LatentVariableModel, resolve_options, shape_of
+
+
+@dataclass
+class VAEOptions(DecoderOptions):
+    latent_dim: int = option(16, "dimension of z", check=positive)
+    prior: str = option("standard", "p(z): standard (N(0, I))", check=one_of(PRIORS.names))
+    posterior: str = option("gaussian", "q(z|x): gaussian (diagonal)",
+                            check=one_of(POSTERIORS.names))
 
 
 class VAE(LatentVariableModel):
-    """A VAE with MLP encoder and decoder.
+    """A VAE with encoder and decoder networks (MLPs by default).
 
     Args:
-        data_dim: D, the number of observed dimensions (784 for MNIST).
-        latent_dim: the dimension of z.
-        hidden_sizes: encoder hidden widths; the decoder uses them in reverse order
-            (``(200, 200)`` gives 784-200-200-50 and 50-200-200-784).
-        activation: hidden nonlinearity, a key of :data:`vaekit.nn.ACTIVATIONS`.
-        likelihood: ``"bernoulli"`` (logits output) or ``"gaussian"`` (mean output).
-        decoder_std: Gaussian decoder: sigma, fixed or its initial value.
-        learn_decoder_std: Gaussian decoder: learn one shared log sigma.
+        data_shape: the event shape of x: ``784`` (D) or ``(1, 28, 28)``; networks flatten it.
+        options: :class:`VAEOptions`; keyword arguments override its fields:
+            ``latent_dim``, ``hidden_sizes`` (encoder widths; the decoder uses them in reverse
+            order: ``(200, 200)`` gives 784-200-200-50 and 50-200-200-784), ``activation``,
+            ``likelihood`` (``"bernoulli"``: logits output; ``"gaussian"``: mean output),
+            ``decoder_std`` / ``learn_decoder_std`` / ``decoder_std_floor`` (Gaussian sigma),
+            ``prior``, ``posterior``, ``net``.
+
+    Raises:
+        ConfigError: an option out of range or an unknown choice.
     """
 
-    def __init__(self, data_dim: int, latent_dim: int = 16,
-                 hidden_sizes: Sequence[int] = (200, 200), activation: str = "tanh",
-                 likelihood: str = "bernoulli", decoder_std: float = 0.1,
-                 learn_decoder_std: bool = True) -> None:
+    def __init__(self, data_shape: int | Sequence[int], options: VAEOptions | None = None,
+                 **overrides) -> None:
         super().__init__()
-        self.data_dim = int(data_dim)
-        self.latent_dim = int(latent_dim)
-        self.encoder_net = mlp(data_dim, hidden_sizes, 2 * latent_dim, activation)
-        self.decoder_net = mlp(latent_dim, tuple(reversed(hidden_sizes)), data_dim, activation)
-        self.register_buffer("prior_loc", torch.zeros(latent_dim))
-        self.register_buffer("prior_scale", torch.ones(latent_dim))
-        self._init_observation(likelihood, decoder_std, learn_decoder_std)
+        opts = resolve_options(VAEOptions, options, overrides)
+        self.options = opts
+        self.event_shape = shape_of(data_shape)
+        self.latent_dim = int(opts.latent_dim)
+        self.posterior_head = build_posterior(opts.posterior, self.latent_dim)
+        self.encoder_net = build_network(opts.net, self.event_shape,
+                                         (self.posterior_head.num_inputs,), opts)
+        self.decoder_net = build_network(opts.net, (self.latent_dim,), self.event_shape, opts,
+                                         reverse=True)
+        self.latent_prior = build_prior(opts.prior, self.latent_dim)
+        self.observation = observation_for(opts.likelihood, self.event_shape, opts)
+        self._register_legacy_hook()
 
-    @classmethod
-    def from_config(cls, config, data_dim: int) -> VAE:
-        """Build from a :class:`vaekit.config.ModelConfig`."""
-        return cls(data_dim, latent_dim=config.latent_dim, hidden_sizes=config.hidden_sizes,
-                   activation=config.activation, likelihood=config.likelihood,
-                   decoder_std=config.decoder_std, learn_decoder_std=config.learn_decoder_std)
+    @property
+    def data_dim(self) -> int:
+        return int(torch.Size(self.event_shape).numel())
 
     # ------------------------------------------------------------------ distributions
-    def prior(self) -> Independent:
-        """p(z) = N(0, I); batch shape ``()``, event shape ``(latent_dim,)``."""
-        return diagonal_normal(self.prior_loc, self.prior_scale)
+    def prior(self) -> Distribution:
+        """p(z); batch shape ``()``, event shape ``(latent_dim,)``."""
+        return self.latent_prior()
 
-    def encoder(self, x: torch.Tensor) -> Independent:
-        """q(z|x) for ``x: (B, D)``: a diagonal Gaussian with batch shape ``(B,)``.
+    def encoder(self, x: torch.Tensor) -> Distribution:
+        """q(z|x) for ``x: (B, *event_shape)``: batch shape ``(B,)``."""
+        return self.posterior_head(self.encoder_net(x))
 
-        sigma = exp(log sigma), the parameterisation of the IWAE code.
-        """
-        loc, log_scale = self.encoder_net(x).chunk(2, dim=-1)
-        return diagonal_normal(loc, log_scale.exp())
-
-    def decoder(self, z: torch.Tensor) -> Independent:
-        """p(x|z) for ``z: (..., latent_dim)``: batch shape ``z.shape[:-1]``, event ``(D,)``."""
-        out = self.decoder_net(z)
-        return observation(out, self.likelihood, self.decoder_log_std)
-
-    # ------------------------------------------------------------------ helpers
-    def decoder_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z], shape ``(..., D)``: probabilities (Bernoulli) or the mean (Gaussian)."""
-        out = self.decoder_net(z)
-        return observation_mean(out, self.likelihood)
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits (Bernoulli) or means (Gaussian), ``(..., *event_shape)``."""
+        return self.decoder_net(z)
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
-        """phi: the encoder's parameters."""
-        return self.encoder_net.parameters()
+        """phi: the encoder's parameters (and the posterior head's, if it has any)."""
+        yield from self.encoder_net.parameters()
+        yield from self.posterior_head.parameters()
+
+
+@register_family("vae", VAEOptions)
+class VAEFamily(BoundFamily):
+    """``--model vae``: the standard VAE, trained with any bound estimator."""
+
+    model = VAE

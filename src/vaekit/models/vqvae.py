@@ -1,51 +1,74 @@
 """VQ-VAE: the vector-quantised variational autoencoder (van den Oord, Vinyals & Kavukcuoglu
-2017, "Neural Discrete Representation Learning"), for flat data ``x: (B, D)``.
+2017, "Neural Discrete Representation Learning").
 
-Notation (shapes in brackets; B examples, D observed dimensions, M latent positions,
-d embedding dimension, K codebook entries):
+Notation (shapes in brackets; B examples, D observed values, M latent positions, d embedding
+dimension, K codebook entries):
 
-* encoder:    z_e(x) = f_phi(x) reshaped to ``(B, M, d)``  (an MLP D -> M*d);
-* quantiser:  c_m(x) = argmin_k ||z_e,m(x) - e_k||^2  (paper eq. 1), codes ``(B, M)``;
-              z_q,m(x) = e_{c_m(x)}  (eq. 2), ``(B, M, d)``;
+* encoder:    z_e(x) = f_phi(x) reshaped to ``(B, M, d)`` (a network x -> M*d);
+* quantiser:  c_m(x) = argmin_k ||z_e,m(x) - e_k||^2 (paper eq. 1), z_q,m(x) = e_{c_m(x)}
+              (eq. 2), with an EMA codebook (:mod:`vaekit.models.quantizer`);
 * decoder:    p_theta(x | z_q) = Bernoulli(sigmoid(g_theta(z_q)))  or  N(g_theta(z_q), s^2 I)
-              with fixed s = ``decoder_std`` (an MLP M*d -> D);
+              with fixed s = ``decoder_std`` (a network M*d -> x);
 * gradients:  the straight-through estimator z_e + sg(z_q - z_e) (Sec. 3.2, eq. 3): the decoder
               sees z_q, and dL/dz_q is copied unchanged to z_e;
 * loss:       -log p(x | z_q) + beta ||z_e - sg(z_q)||^2 per example (eq. 3 without the codebook
               term, which the exponential moving averages replace);
-* codebook:   exponential moving averages (Appendix A.1, eqs. 6-8) with Laplace-smoothed
-              cluster sizes, plus dead-code restarts (Dhariwal et al. 2020, "Jukebox";
-              Williams et al. 2020, "Hierarchical Quantized Autoencoders");
-* prior:      p(c) fitted after training on the codes of the training set, either an
-              independent categorical per position or an autoregressive (MADE, Germain et al.
-              2015) model over the M positions; before fitting it is uniform, the paper's
-              training-time prior.
-
-The codebook and its averages are buffers: the optimiser never sees them, they are saved in
-``state_dict`` and they change only in training mode, inside :meth:`VQVAE.forward`, without a
-host-device synchronisation.
+* prior:      p(c) fitted after training on the codes of the training set
+              (:mod:`vaekit.models.code_priors`), written into both checkpoints; before
+              fitting it is uniform, the paper's training-time prior.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Independent
+from torch.distributions import Distribution
 
-from ..distributions import observation, observation_mean
 from ..estimators.base import Losses
-from ..nn import ACTIVATIONS, init_output_bias, mlp
+from ..evaluation import Evaluation, mean_and_se, model_device
+from ..families import FitJob, OwnObjectiveFamily, register_family
+from ..nn import build_network
+from ..observations import GaussianObservation, observation_for
+from ..options import interval, nonnegative, one_of, option, positive
+from .base import LegacyStateMixin, NetworkOptions, resolve_options, shape_of
+from .code_priors import CODE_PRIORS
+from .quantizer import VectorQuantizerEMA
 
 PRIORS = ("categorical", "autoregressive")
 
 
+@dataclass
+class VQVAEOptions(NetworkOptions):
+    likelihood: str = option("bernoulli", "decoder p(x|z_q): bernoulli | gaussian (fixed "
+                                          "sigma = decoder_std)",
+                             check=one_of(("bernoulli", "gaussian")))
+    decoder_std: float = option(0.1, "Gaussian decoder: the fixed standard deviation sigma",
+                                check=positive)
+    num_latents: int = option(16, "number of code positions M", check=positive)
+    embedding_dim: int = option(16, "dimension of each codebook vector", check=positive)
+    codebook_size: int = option(128, "number of codebook vectors", check=positive)
+    commitment_cost: float = option(0.25, "weight beta of the commitment loss",
+                                    check=nonnegative)
+    ema_decay: float = option(0.99, "decay of the codebook's moving averages",
+                              check=interval(0, 1, "[)"))
+    dead_code_threshold: float = option(1.0, "restart codes whose EMA cluster size falls "
+                                             "below this (0: never)", check=nonnegative)
+    code_prior: str = option("categorical", "prior over codes fitted after training: "
+                                            "categorical | autoregressive",
+                             check=one_of(CODE_PRIORS.names))
+    prior_hidden_size: int = option(256, "hidden width of the autoregressive code prior",
+                                    check=positive)
+
+
 class VQVAEOutput(NamedTuple):
-    """What :meth:`VQVAE.forward` returns for ``x: (B, D)``."""
+    """What :meth:`VQVAE.forward` returns for ``x: (B, *event_shape)``."""
 
     z_e: torch.Tensor         # (B, M, d) encoder output
     z_q: torch.Tensor         # (B, M, d) straight-through: value e_c, gradient copied to z_e
@@ -54,178 +77,86 @@ class VQVAEOutput(NamedTuple):
     commitment: torch.Tensor  # (B,) beta * ||z_e - sg(z_q)||^2, summed over M and d
 
 
-# --------------------------------------------------------------------------- autoregressive prior
-class _MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed 0/1 mask ``(out, in)``."""
-
-    def __init__(self, mask: torch.Tensor) -> None:
-        super().__init__(mask.shape[1], mask.shape[0])
-        self.register_buffer("mask", mask.to(self.weight.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
-
-
-class AutoregressiveCodePrior(nn.Module):
-    """p(c) = prod_m p(c_m | c_<m) over ``M`` positions with ``K`` classes each: a MADE
-    (Germain et al. 2015) with one hidden layer on the one-hot codes.
-
-    Input unit (m, k) has degree m + 1, hidden unit h degree 1 + (h mod max(M - 1, 1)), output
-    unit (m, k) degree m + 1; a connection exists into a hidden unit of degree >= the input's and
-    into an output of degree > the hidden unit's, so the logits of position m depend only on
-    c_<m (position 0 has a bias only). The output layer starts at zero: the untrained prior is
-    uniform, log p(c) = -M log K.
-    """
-
-    def __init__(self, num_latents: int, codebook_size: int, hidden_size: int = 256,
-                 activation: str = "relu") -> None:
-        super().__init__()
-        M, K, H = num_latents, codebook_size, hidden_size
-        self.num_latents, self.codebook_size = M, K
-        deg_in = torch.arange(M).repeat_interleave(K) + 1                # (M*K,)
-        deg_hidden = torch.arange(H) % max(M - 1, 1) + 1                  # (H,)
-        self.hidden = _MaskedLinear((deg_hidden[:, None] >= deg_in[None, :]).float())
-        self.act = ACTIVATIONS[activation]()
-        self.out = _MaskedLinear((deg_in[:, None] > deg_hidden[None, :]).float())
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """Unnormalised log p(c_m = k | c_<m) for ``codes: (B, M)`` int64: ``(B, M, K)``."""
-        M, K = self.num_latents, self.codebook_size
-        one_hot = torch.zeros(*codes.shape, K, device=codes.device, dtype=self.out.weight.dtype)
-        one_hot.scatter_(-1, codes.unsqueeze(-1), 1.0)
-        return self.out(self.act(self.hidden(one_hot.flatten(-2)))).view(-1, M, K)
-
-    def log_prob(self, codes: torch.Tensor) -> torch.Tensor:
-        """log p(c) in nats for ``codes: (B, M)``: ``(B,)``."""
-        log_p = self.logits(codes).log_softmax(-1)                       # (B, M, K)
-        return log_p.gather(-1, codes.unsqueeze(-1)).squeeze(-1).sum(-1)
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` ancestral draws, one position at a time: ``(n, M)`` int64."""
-        device = self.out.weight.device
-        codes = torch.zeros(n, self.num_latents, dtype=torch.long, device=device)
-        for m in range(self.num_latents):
-            probs = self.logits(codes)[:, m].softmax(-1)                 # (n, K)
-            codes[:, m] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        return codes
-
-
-# --------------------------------------------------------------------------- the model
-class VQVAE(nn.Module):
-    """A VQ-VAE with MLP encoder and decoder and an EMA codebook.
+class VQVAE(LegacyStateMixin, nn.Module):
+    """A VQ-VAE with an EMA codebook.
 
     Args:
-        data_dim: D, the number of observed dimensions (784 for MNIST).
-        num_latents: M, the number of discrete latent positions per example.
-        embedding_dim: d, the dimension of each codebook vector.
-        codebook_size: K, the number of codebook vectors.
-        hidden_sizes: encoder hidden widths; the decoder uses them in reverse order.
-        activation: hidden nonlinearity, a key of :data:`vaekit.nn.ACTIVATIONS`.
-        likelihood: ``"bernoulli"`` (decoder outputs logits) or ``"gaussian"`` (decoder
-            outputs the mean; sigma fixed to ``decoder_std``).
-        decoder_std: Gaussian decoder: the fixed standard deviation sigma.
-        commitment_cost: beta of the commitment term beta ||z_e - sg(z_q)||^2 (paper eq. 3;
-            0.25 in the paper).
-        ema_decay: gamma of the codebook's moving averages (Appendix A.1; 0.99 in the paper).
-        dead_code_threshold: a code is dead when its EMA cluster size N_k falls below this
-            (units: encoder vectors per batch, averaged by the EMA); dead codes are moved to
-            random encoder outputs of the current batch. 0 disables restarts. The default, 1,
-            is Jukebox's; scale it with the number of vectors per batch, B * M. As N_k starts
-            at 1, the default also moves every code left unused by the first training batch
-            onto that batch's encoder outputs: a data-dependent initialisation.
+        data_dim: the event shape of x (``784`` or ``(1, 28, 28)``).
+        options: :class:`VQVAEOptions`; keyword arguments override its fields (and
+            ``prior`` is another name of ``code_prior``): ``num_latents`` M,
+            ``embedding_dim`` d, ``codebook_size`` K, ``hidden_sizes`` (encoder widths; the
+            decoder uses them in reverse), ``activation``, ``likelihood``, ``decoder_std``,
+            ``commitment_cost`` (beta of beta ||z_e - sg(z_q)||^2, paper eq. 3; 0.25 in the
+            paper), ``ema_decay`` (Appendix A.1; 0.99), ``dead_code_threshold``,
+            ``code_prior``, ``prior_hidden_size``.
         laplace_eps: epsilon of the Laplace smoothing of the cluster sizes.
-        prior: ``"categorical"`` (independent per position) or ``"autoregressive"`` (MADE);
-            see :meth:`fit_prior`.
-        prior_hidden_size: hidden width of the autoregressive prior.
         seed: when given, the networks' weights and the codebook are initialised from
             ``torch.manual_seed(seed)`` inside :func:`torch.random.fork_rng` (the global RNG
             is left as it was); ``None`` draws them from the global RNG.
 
     Raises:
-        ValueError: unknown ``likelihood`` or ``prior``; a size < 1; ``ema_decay`` outside
-            [0, 1); ``decoder_std`` <= 0; negative ``commitment_cost`` or
-            ``dead_code_threshold``.
-        KeyError: unknown ``activation``.
+        ConfigError: an option out of range or an unknown choice.
     """
 
-    default_objective = "vq"        # vaekit.estimators.own_loss.VectorQuantization
-    own_objective = True            # trained on its own loss, not on a bound
+    # vaekit 0.1 kept the codebook, the code priors and sigma at the top level
+    _legacy_keys = {"codebook": "quantizer.codebook",
+                    "ema_cluster_size": "quantizer.ema_cluster_size",
+                    "ema_embed_sum": "quantizer.ema_embed_sum",
+                    "prior_log_probs": "code_prior.log_probs", "ar_prior.": "code_prior.",
+                    "decoder_log_std": None}
 
-    def __init__(self, data_dim: int, num_latents: int = 16, embedding_dim: int = 16,
-                 codebook_size: int = 128, hidden_sizes: Sequence[int] = (200, 200),
-                 activation: str = "tanh", likelihood: str = "bernoulli",
-                 decoder_std: float = 0.1, commitment_cost: float = 0.25,
-                 ema_decay: float = 0.99, dead_code_threshold: float = 1.0,
-                 laplace_eps: float = 1e-5, prior: str = "categorical",
-                 prior_hidden_size: int = 256, seed: int | None = None) -> None:
+    def __init__(self, data_dim: int | Sequence[int], options: VQVAEOptions | None = None, *,
+                 laplace_eps: float = 1e-5, seed: int | None = None, **overrides) -> None:
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
-        if min(data_dim, num_latents, embedding_dim, codebook_size) < 1:
-            raise ValueError("data_dim, num_latents, embedding_dim and codebook_size must be >= 1")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
-        if decoder_std <= 0:
-            raise ValueError(f"decoder_std must be > 0, got {decoder_std}")
-        if commitment_cost < 0 or dead_code_threshold < 0 or laplace_eps < 0:
-            raise ValueError("commitment_cost, dead_code_threshold and laplace_eps must be >= 0")
-        self.data_dim = int(data_dim)
-        self.num_latents = self.latent_dim = int(num_latents)
-        self.embedding_dim = int(embedding_dim)
-        self.codebook_size = int(codebook_size)
-        self.likelihood = likelihood
-        self.commitment_cost = float(commitment_cost)
-        self.ema_decay = float(ema_decay)
-        self.dead_code_threshold = float(dead_code_threshold)
-        self.laplace_eps = float(laplace_eps)
-        self.prior_type = prior
+        if "prior" in overrides:
+            overrides["code_prior"] = overrides.pop("prior")
+        opts = resolve_options(VQVAEOptions, options, overrides)
+        self.options = opts
+        self.event_shape = shape_of(data_dim)
+        self.num_latents = self.latent_dim = int(opts.num_latents)
+        self.embedding_dim = int(opts.embedding_dim)
+        self.codebook_size = int(opts.codebook_size)
+        self.commitment_cost = float(opts.commitment_cost)
+        self.prior_type = opts.code_prior
         M, d, K = self.num_latents, self.embedding_dim, self.codebook_size
-
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.encoder_net = mlp(data_dim, hidden_sizes, M * d, activation)
-            self.decoder_net = mlp(M * d, tuple(reversed(hidden_sizes)), data_dim, activation)
-            # Sonnet's default: variance scaling (fan-in d), uniform in +-sqrt(3 / d).
-            limit = math.sqrt(3.0 / d)
-            codebook = torch.empty(K, d).uniform_(-limit, limit)
-            self.ar_prior = (AutoregressiveCodePrior(M, K, prior_hidden_size)
-                             if prior == "autoregressive" else None)
-        self.register_buffer("codebook", codebook)                       # e_k: (K, d)
-        self.register_buffer("ema_cluster_size", torch.ones(K))          # N_k: (K,)
-        self.register_buffer("ema_embed_sum", codebook.clone())          # m_k: (K, d)
-        self.register_buffer("decoder_log_std", torch.tensor(math.log(decoder_std)))
-        # log p(c_m = k) of the independent categorical prior: (M, K), uniform until fitted.
-        self.register_buffer("prior_log_probs", torch.full((M, K), -math.log(K)))
+            self.encoder_net = build_network(opts.net, self.event_shape, (M * d,), opts)
+            self.decoder_net = build_network(opts.net, (M * d,), self.event_shape, opts,
+                                             reverse=True)
+            self.quantizer = VectorQuantizerEMA(K, d, opts.ema_decay, opts.dead_code_threshold,
+                                                laplace_eps)
+            self.code_prior = CODE_PRIORS.get(opts.code_prior)(
+                M, K, hidden_size=opts.prior_hidden_size)
+        self.observation = (GaussianObservation(self.event_shape, opts.decoder_std)
+                            if opts.likelihood == "gaussian"
+                            else observation_for(opts.likelihood, self.event_shape))
+        self._register_legacy_hook()
 
     @classmethod
-    def from_config(cls, config, data_dim: int) -> VQVAE:
-        """Build from a config object (e.g. :class:`vaekit.config.ModelConfig`); fields it lacks
-        take this class's defaults. Read: ``num_latents``, ``embedding_dim``,
-        ``codebook_size``, ``hidden_sizes``, ``activation``, ``likelihood``, ``decoder_std``,
-        ``commitment_cost``, ``ema_decay``, ``dead_code_threshold``, ``prior`` (or
-        ``code_prior``), ``seed``
-        (``latent_dim`` is not used)."""
-        names = ("num_latents", "embedding_dim", "codebook_size", "hidden_sizes", "activation",
-                 "likelihood", "decoder_std", "commitment_cost", "ema_decay",
-                 "dead_code_threshold", "laplace_eps", "prior", "prior_hidden_size", "seed")
+    def from_config(cls, config, data_dim: int | Sequence[int]) -> VQVAE:
+        """Build from any object with attributes named like :class:`VQVAEOptions` fields (and
+        ``prior`` for ``code_prior``, ``seed``); fields it lacks take their defaults."""
+        names = [*VQVAEOptions.field_names(), "prior", "seed"]
         kwargs = {n: getattr(config, n) for n in names if getattr(config, n, None) is not None}
-        if getattr(config, "code_prior", None) is not None:     # vaekit.config's name for it
-            kwargs["prior"] = config.code_prior
-        if "hidden_sizes" in kwargs:
-            kwargs["hidden_sizes"] = tuple(kwargs["hidden_sizes"])
         return cls(data_dim, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"M={self.num_latents}, d={self.embedding_dim}, K={self.codebook_size}, "
                 f"likelihood={self.likelihood}, beta={self.commitment_cost}, "
-                f"ema_decay={self.ema_decay}, dead_code_threshold={self.dead_code_threshold}, "
                 f"prior={self.prior_type}")
+
+    # ------------------------------------------------------------------ names kept from 0.1
+    likelihood = property(lambda self: self.observation.name)
+    decoder_log_std = property(lambda self: self.observation.log_std)
+    codebook = property(lambda self: self.quantizer.codebook)
+    ema_cluster_size = property(lambda self: self.quantizer.ema_cluster_size)
+    ema_embed_sum = property(lambda self: self.quantizer.ema_embed_sum)
+    ema_decay = property(lambda self: self.quantizer.ema_decay)
+    prior_log_probs = property(lambda self: self.code_prior.log_probs)
+    ar_prior = property(lambda self: self.code_prior if self.prior_type == "autoregressive"
+                        else None)
 
     # ------------------------------------------------------------------ parameter groups
     def inference_parameters(self) -> Iterator[nn.Parameter]:
@@ -240,92 +171,45 @@ class VQVAE(nn.Module):
 
     # ------------------------------------------------------------------ encoder and quantiser
     def _check_x(self, x: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.data_dim:
-            raise ValueError(f"x must have shape (B, {self.data_dim}), got {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.event_shape))}), "
+                             f"got {tuple(x.shape)}")
 
     def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
-        """z_e(x), the encoder output before quantisation, for ``x: (B, D)``: ``(B, M, d)``.
+        """z_e(x), the encoder output before quantisation, for ``x: (B, *event_shape)``:
+        ``(B, M, d)``.
 
         Raises:
-            ValueError: ``x`` is not ``(B, D)``.
+            ValueError: ``x`` does not have the model's event shape.
         """
         self._check_x(x)
         return self.encoder_net(x).view(x.shape[0], self.num_latents, self.embedding_dim)
 
     def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest-codebook quantisation (paper eqs. 1-2) of ``z_e: (..., d)``.
-
-        Squared Euclidean distances ||z||^2 - 2 z.e_k + ||e_k||^2 come from one matrix product;
-        ties go to the lowest index. No gradient flows (see :meth:`forward` for the
-        straight-through estimator).
-
-        Returns:
-            ``(z_q, codes)``: ``z_q = e_codes`` of shape ``(..., d)`` (detached) and
-            ``codes`` of shape ``z_e.shape[:-1]``, int64 in [0, K).
-        """
-        with torch.no_grad():
-            flat = z_e.detach().reshape(-1, self.embedding_dim)                   # (N, d)
-            sq = flat.pow(2).sum(1, keepdim=True) + self.codebook.pow(2).sum(1)   # (N, K)
-            dist = torch.addmm(sq, flat, self.codebook.t(), alpha=-2.0)           # (N, K)
-            codes = dist.argmin(1)
-            z_q = self.codebook[codes]
-        return z_q.view(z_e.shape), codes.view(z_e.shape[:-1])
-
-    @torch.no_grad()
-    def _ema_update(self, z_e: torch.Tensor, codes: torch.Tensor) -> None:
-        """One EMA step of the codebook from ``z_e: (N, d)`` and their ``codes: (N,)``
-        (Appendix A.1), then the dead-code restarts. In place, no host-device sync.
-
-        n_k = #{i: c_i = k},  s_k = sum_{i: c_i = k} z_e,i;
-        N_k <- gamma N_k + (1 - gamma) n_k                                 (eq. 6)
-        m_k <- gamma m_k + (1 - gamma) s_k                                 (eq. 7)
-        N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j   (Laplace smoothing)
-        e_k = m_k / N~_k                                                   (eq. 8)
-        Restart: where N_k < threshold, e_k <- a random row of ``z_e`` (drawn with replacement
-        by the global RNG), m_k <- threshold * e_k, N_k <- threshold; such a code survives the
-        next step when it gathers at least ``threshold`` vectors.
-        """
-        K, gamma = self.codebook_size, self.ema_decay
-        z_e = z_e.to(self.codebook.dtype)
-        one_hot = torch.zeros(codes.shape[0], K, device=z_e.device, dtype=z_e.dtype)
-        one_hot.scatter_(1, codes.unsqueeze(1), 1.0)                     # (N, K)
-        self.ema_cluster_size.mul_(gamma).add_(one_hot.sum(0), alpha=1 - gamma)
-        self.ema_embed_sum.mul_(gamma).add_(one_hot.t() @ z_e, alpha=1 - gamma)
-        total = self.ema_cluster_size.sum()
-        smoothed = ((self.ema_cluster_size + self.laplace_eps)
-                    / (total + K * self.laplace_eps) * total)
-        self.codebook.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))
-        if self.dead_code_threshold > 0:
-            dead = (self.ema_cluster_size < self.dead_code_threshold).unsqueeze(1)  # (K, 1)
-            pick = torch.randint(0, z_e.shape[0], (K,), device=z_e.device)
-            fresh = z_e[pick]                                                     # (K, d)
-            t = self.dead_code_threshold
-            self.codebook.copy_(torch.where(dead, fresh, self.codebook))
-            self.ema_embed_sum.copy_(torch.where(dead, t * fresh, self.ema_embed_sum))
-            self.ema_cluster_size.copy_(torch.where(dead.squeeze(1), t, self.ema_cluster_size))
+        """Nearest-codebook quantisation of ``z_e: (..., d)`` (see
+        :meth:`VectorQuantizerEMA.quantize`): ``(z_q, codes)``."""
+        return self.quantizer.quantize(z_e)
 
     # ------------------------------------------------------------------ decoder
-    def decoder(self, z_q: torch.Tensor) -> Independent:
+    def decoder(self, z_q: torch.Tensor) -> Distribution:
         """p(x | z_q) for flattened quantised vectors ``z_q: (..., M*d)``: batch shape
-        ``z_q.shape[:-1]``, event shape ``(D,)``; Bernoulli(logits) or N(mean, sigma^2 I)."""
-        out = self.decoder_net(z_q)
-        return observation(out, self.likelihood, self.decoder_log_std)
+        ``z_q.shape[:-1]``, event shape ``event_shape``; Bernoulli(logits) or N(mean, s^2 I)."""
+        return self.observation(self.decoder_net(z_q))
 
     def decode_mean(self, z_q: torch.Tensor) -> torch.Tensor:
-        """E[x | z_q] for ``z_q: (..., M*d)``: ``(..., D)``, sigmoid of the logits (Bernoulli)
-        or the Gaussian mean."""
-        out = self.decoder_net(z_q)
-        return observation_mean(out, self.likelihood)
+        """E[x | z_q] for ``z_q: (..., M*d)``: ``(..., *event_shape)``, sigmoid of the logits
+        (Bernoulli) or the Gaussian mean."""
+        return self.observation.mean(self.decoder_net(z_q))
 
     decoder_mean = decode_mean      # the name the rest of vaekit (sampling, plots) calls
 
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Start the decoder at the training-data mean ``(D,)``: the logit of it (Bernoulli,
-        as the IWAE code does) or the mean (Gaussian); :func:`vaekit.nn.init_output_bias`."""
-        init_output_bias(self.decoder_net[-1], train_mean, self.likelihood)
+        """Start the decoder at the training-data mean: the logit of it (Bernoulli, as the
+        IWAE code does) or the mean (Gaussian)."""
+        self.observation.init_bias(self.decoder_net.output_layer().bias, train_mean)
 
     def forward(self, x: torch.Tensor, update: bool | None = None) -> VQVAEOutput:
-        """Encode, quantise, decode ``x: (B, D)``; see :class:`VQVAEOutput`.
+        """Encode, quantise, decode ``x: (B, *event_shape)``; see :class:`VQVAEOutput`.
 
         The decoder receives the straight-through vectors z_e + sg(z_q - z_e) (paper eq. 3), so
         the gradient of ``log_px`` with respect to z_e equals the one with respect to z_q.
@@ -337,52 +221,50 @@ class VQVAE(nn.Module):
                 mode only.
 
         Raises:
-            ValueError: ``x`` is not ``(B, D)``.
+            ValueError: ``x`` does not have the model's event shape.
         """
         z_e = self.encode_continuous(x)                                   # (B, M, d)
         z_q, codes = self.quantize(z_e)                                    # (B, M, d), (B, M)
         if update is None:
             update = self.training
         if update:
-            self._ema_update(z_e.detach().reshape(-1, self.embedding_dim), codes.reshape(-1))
+            self.quantizer.update(z_e.detach().reshape(-1, self.embedding_dim),
+                                  codes.reshape(-1))
         commitment = self.commitment_cost * (z_e - z_q).pow(2).sum((1, 2))   # (B,)
         z_st = z_e + (z_q - z_e).detach()
         log_px = self.decoder(z_st.flatten(1)).log_prob(x)                 # (B,)
         return VQVAEOutput(z_e, z_st, codes, log_px, commitment)
 
     def training_losses(self, x: torch.Tensor) -> Losses:
-        """One mini-batch ``x: (B, D)`` of VQ-VAE training (updates the codebook in training
-        mode).
+        """One mini-batch ``x: (B, *event_shape)`` of VQ-VAE training (updates the codebook in
+        training mode).
 
         Returns:
             :class:`~vaekit.estimators.base.Losses` with ``bound`` = log p(x | z_q(x)) per
             example ``(B,)``, nats, detached -- the reconstruction log-likelihood, *not* a bound
             on log p(x) during training (see :meth:`log_likelihood_bound` for one) -- and
-            ``model_loss`` = ``inference_loss`` = the same scalar
-            mean_b [-log p(x_b | z_q) + beta ||z_e - sg(z_q)||^2].
+            ``loss`` = mean_b [-log p(x_b | z_q) + beta ||z_e - sg(z_q)||^2].
 
         Raises:
-            ValueError: ``x`` is not ``(B, D)``.
+            ValueError: ``x`` does not have the model's event shape.
         """
         out = self(x)
-        loss = (out.commitment - out.log_px).mean()
-        return Losses(bound=out.log_px.detach(), model_loss=loss, inference_loss=loss)
-
-    validation_name = "log p(x|z_q)"
+        return Losses(bound=out.log_px.detach(), loss=(out.commitment - out.log_px).mean())
 
     @torch.no_grad()
     def validation_score(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x | z_q(x)) in nats for ``x: (B, D)``: ``(B,)``. Updates nothing, in any mode.
+        """log p(x | z_q(x)) in nats for ``x: (B, *event_shape)``: ``(B,)``. Updates nothing,
+        in any mode.
 
         Raises:
-            ValueError: ``x`` is not ``(B, D)``.
+            ValueError: ``x`` does not have the model's event shape.
         """
         return self(x, update=False).log_px
 
     # ------------------------------------------------------------------ codes and embeddings
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code indices c(x) of ``x: (B, D)``: ``(B, M)`` int64. Updates nothing."""
+        """The code indices c(x) of ``x: (B, *event_shape)``: ``(B, M)`` int64."""
         return self.quantize(self.encode_continuous(x))[1]
 
     @torch.no_grad()
@@ -396,7 +278,7 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def codebook_stats(self, x: torch.Tensor, batch_size: int = 1000) -> dict:
-        """How the codes of ``x: (N, D)`` use the codebook (one sync at the end).
+        """How the codes of ``x: (N, *event_shape)`` use the codebook (one sync at the end).
 
         Returns:
             ``{"usage": fraction of the K codes used at least once (float),
@@ -405,8 +287,8 @@ class VQVAE(nn.Module):
         """
         counts = torch.zeros(self.codebook_size, dtype=torch.long, device=self.codebook.device)
         for i in range(0, x.shape[0], batch_size):
-            codes = self.encode(x[i:i + batch_size].to(self.codebook.device)).reshape(-1)
-            counts += torch.bincount(codes, minlength=self.codebook_size)
+            counts += self.quantizer.usage(self.encode(x[i:i + batch_size].to(
+                self.codebook.device)))
         counts = counts.cpu()
         p = counts.double() / counts.sum().clamp_min(1)
         entropy = -torch.xlogy(p, p).sum()
@@ -422,7 +304,8 @@ class VQVAE(nn.Module):
         p(c_m = k) = (#{n: c_nm = k} + 1) / (N + K), stored in ``prior_log_probs`` ``(M, K)``
         (the other arguments are ignored). ``autoregressive``: the MADE prior is trained by
         Adam (``steps`` steps of ``batch_size`` codes drawn with replacement by a generator
-        seeded with ``seed``) to maximise mean log p(c); the categorical buffer is fitted too.
+        seeded with ``seed``; :func:`vaekit.fitting.maximize_log_likelihood`) to maximise mean
+        log p(c); the categorical buffer is fitted too.
 
         Returns:
             ``self``.
@@ -434,22 +317,8 @@ class VQVAE(nn.Module):
             raise ValueError(f"codes must have shape (N, {self.num_latents}) with N >= 1, "
                              f"got {tuple(codes.shape)}")
         codes = codes.to(self.prior_log_probs.device, torch.long)
-        K = self.codebook_size
-        counts = torch.zeros_like(self.prior_log_probs)
-        counts.scatter_add_(1, codes.t(), torch.ones(codes.t().shape, dtype=counts.dtype,
-                                                     device=counts.device))       # (M, K)
-        self.prior_log_probs.copy_(torch.log((counts + 1) / (codes.shape[0] + K)))
-        if self.ar_prior is not None:
-            g = torch.Generator(device=codes.device).manual_seed(seed)
-            opt = torch.optim.Adam(self.ar_prior.parameters(), lr=lr, weight_decay=weight_decay)
-            with torch.enable_grad():
-                for _ in range(steps):
-                    idx = torch.randint(0, codes.shape[0], (batch_size,), generator=g,
-                                        device=codes.device)
-                    loss = -self.ar_prior.log_prob(codes[idx]).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+        self.code_prior.fit(codes, steps=steps, batch_size=batch_size, lr=lr,
+                            weight_decay=weight_decay, seed=seed)
         return self
 
     def prior_log_prob(self, codes: torch.Tensor) -> torch.Tensor:
@@ -462,10 +331,7 @@ class VQVAE(nn.Module):
         if codes.dim() != 2 or codes.shape[1] != self.num_latents:
             raise ValueError(f"codes must have shape (B, {self.num_latents}), "
                              f"got {tuple(codes.shape)}")
-        if self.ar_prior is not None:
-            return self.ar_prior.log_prob(codes)
-        positions = torch.arange(self.num_latents, device=codes.device)
-        return self.prior_log_probs[positions, codes].sum(-1)
+        return self.code_prior.log_prob(codes)
 
     @torch.no_grad()
     def sample_codes(self, n: int, seed: int | None = None) -> torch.Tensor:
@@ -473,19 +339,17 @@ class VQVAE(nn.Module):
         device (``None``: the global RNG)."""
         device = self.codebook.device
         g = None if seed is None else torch.Generator(device=device).manual_seed(seed)
-        if self.ar_prior is not None:
-            return self.ar_prior.sample(n, generator=g)
-        probs = self.prior_log_probs.exp()                                # (M, K)
-        return torch.multinomial(probs, n, replacement=True, generator=g).t()
+        return self.code_prior.sample(n, generator=g)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
-        """``n`` images E[x | z_q = e_c] with c ~ p(c): ``(n, D)``."""
+        """``n`` images E[x | z_q = e_c] with c ~ p(c): ``(n, *event_shape)``."""
         return self.decode_mean(self.codes_to_embedding(self.sample_codes(n, seed)))
 
     @torch.no_grad()
     def log_likelihood_bound(self, x: torch.Tensor) -> torch.Tensor:
-        """A lower bound on log p(x) in nats for ``x: (B, D)``: ``(B,)``. Updates nothing.
+        """A lower bound on log p(x) in nats for ``x: (B, *event_shape)``: ``(B,)``. Updates
+        nothing.
 
         The generative model is p(x) = sum_c p(c) p(x | z_q = e_c) with the current codebook
         and prior. With the paper's deterministic one-hot posterior q(c | x) = 1[c = c(x)]
@@ -496,33 +360,113 @@ class VQVAE(nn.Module):
         density bound and may be positive.
 
         Raises:
-            ValueError: ``x`` is not ``(B, D)``.
+            ValueError: ``x`` does not have the model's event shape.
         """
         out = self(x, update=False)
         return out.log_px + self.prior_log_prob(out.codes)
 
+
+# --------------------------------------------------------------------------- the family
+@dataclass(kw_only=True)
+class VQEvaluation(Evaluation):
+    """VQ-VAEs: ``log_likelihood_bound`` (:meth:`VQVAE.log_likelihood_bound`),
+    ``reconstruction`` (log p(x | z_q(x))), ``log_prior`` (log p(c(x))), and
+    ``codebook_usage``, ``codebook_perplexity`` (:meth:`VQVAE.codebook_stats`)."""
+
+    kind: ClassVar[str] = "vq"
+    log_likelihood_bound: float
+    log_likelihood_bound_se: float
+    reconstruction: float
+    reconstruction_se: float
+    log_prior: float
+    log_prior_se: float
+    codebook_usage: float
+    codebook_perplexity: float
+
+
+    def rows(self):
+        bits = ([("bits/dim (from log-likelihood)", f"{self.bits_per_dim:.4f}", None)]
+                if self.bits_per_dim is not None else [])
+        return [("log-likelihood lower bound", self.log_likelihood_bound,
+                 self.log_likelihood_bound_se),
+                ("  reconstruction log p(x|z_q)", self.reconstruction, self.reconstruction_se),
+                ("  log prior of the codes log p(c)", self.log_prior, self.log_prior_se), *bits,
+                ("codebook usage", f"{self.codebook_usage:.3f}", None),
+                ("codebook perplexity", f"{self.codebook_perplexity:.3f}", None)]
+
+    def comparison(self):
+        # The VQ-VAE's bound log p(x|z_q(x)) + log p(c(x)) is the ELBO of a one-hot q(c|x).
+        return {**super().comparison(), "test_elbo": self.log_likelihood_bound,
+                "test_elbo_se": self.log_likelihood_bound_se,
+                "test_reconstruction_error": -self.reconstruction,
+                "test_reconstruction_error_se": self.reconstruction_se}
+
+
+@register_family("vqvae", VQVAEOptions)
+class VQVAEFamily(OwnObjectiveFamily):
+    """``--model vqvae``: trained on its own loss (``vq``); the prior over codes is fitted
+    after training, on the training set's codes, into both checkpoints."""
+
+    model = VQVAE
+    objectives = ("vq",)
+    capabilities = frozenset({"sample", "embed"})
+    validation_name = "log p(x|z_q)"
+    result = VQEvaluation
+
     @torch.no_grad()
-    def evaluation(self, x: torch.Tensor, num_samples: int | None = None,
-                   batch_size: int = 2000) -> dict:
-        """Test metrics of ``x: (N, D)`` (what :func:`vaekit.evaluation.evaluate` reports for
-        this family), means over examples in nats with standard errors ``*_se``:
-        ``log_likelihood_bound`` (:meth:`log_likelihood_bound`), ``reconstruction``
-        (log p(x | z_q(x))), ``log_prior`` (log p(c(x))), and ``codebook_usage``,
-        ``codebook_perplexity`` (:meth:`codebook_stats`). ``num_samples`` is ignored (the
-        encoder is deterministic). Updates nothing."""
-        from ..evaluation import mean_and_se
-        device = self.codebook.device
+    def fit_code_prior(self, model: VQVAE, x: torch.Tensor, batch_size: int = 2000) -> None:
+        """Fit the model's code prior to the codes of ``x`` (the training values)."""
+        was = model.training
+        model.eval()
+        device = model_device(model)
+        model.fit_prior(torch.cat([model.encode(xb.to(device)) for xb in x.split(batch_size)]))
+        model.train(was)
+
+    def after_fit(self, model, job: FitJob, trainer) -> None:
+        """The prior over codes of the best weights (in ``model``) and of the last ones (in
+        ``last.safetensors``), each written into its checkpoint."""
+        from ..io import load_tensors, save_tensors
+        from ..training import BEST, LAST
+
+        x = job.values("train")
+        self.fit_code_prior(model, x)
+        run = job.run_dir
+        if run is None:
+            return
+        if (run / BEST).is_file():
+            _, meta = load_tensors(run / BEST)
+            save_tensors(run / BEST, model.state_dict(), meta)
+        if (run / LAST).is_file():
+            tensors, meta = load_tensors(run / LAST)
+            last = copy.deepcopy(model)
+            last.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.fit_code_prior(last, x)
+            tensors.update({f"model.{k}": v for k, v in last.state_dict().items()})
+            save_tensors(run / LAST, tensors, meta)
+
+    @torch.no_grad()
+    def evaluate(self, model, x, num_samples=None, *, progress=False, noise=None,
+                 compile="auto", log=None, batch_size: int = 2000):
+        """Test metrics (means over examples in nats with standard errors); ``num_samples`` is
+        ignored (the encoder is deterministic). Updates nothing."""
+        self._refuse_noise(noise)
+        start = time.perf_counter()
+        device = model_device(model)
         rec, prior = [], []
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].to(device)
-            out = self(xb, update=False)
+            out = model(xb, update=False)
             rec.append(out.log_px.cpu())
-            prior.append(self.prior_log_prob(out.codes).cpu())
+            prior.append(model.prior_log_prob(out.codes).cpu())
         rec, prior = torch.cat(rec), torch.cat(prior)
-        result = {}
+        values = {}
         for key, v in (("log_likelihood_bound", rec + prior), ("reconstruction", rec),
                        ("log_prior", prior)):
-            result[key], result[f"{key}_se"] = mean_and_se(v)
-        stats = self.codebook_stats(x, batch_size)
-        result.update(codebook_usage=stats["usage"], codebook_perplexity=stats["perplexity"])
-        return result
+            values[key], values[f"{key}_se"] = mean_and_se(v)
+        stats = model.codebook_stats(x, batch_size)
+        return VQEvaluation(
+            **values, codebook_usage=stats["usage"], codebook_perplexity=stats["perplexity"],
+            bits_per_dim=self.bits_per_dim(model, values["log_likelihood_bound"],
+                                           math.prod(x.shape[1:])),
+            latent_dim=model.latent_dim, num_samples=None, num_examples=int(x.shape[0]),
+            seconds=round(time.perf_counter() - start, 3))

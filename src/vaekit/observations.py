@@ -1,0 +1,182 @@
+"""Observation models p(x | decoder output): one registry entry per likelihood.
+
+An observation model owns everything that depends on what the data are: the density of x
+given the decoder network's output, its mean (what figures show), the initial output bias
+(the decoder starts at the data mean), the check of the data's range, and whether bits per
+dimension are meaningful. Models hold one as the submodule ``observation`` (a learned
+Gaussian sigma is its parameter) and never branch on the likelihood's name.
+
+Adding one (a discretized logistic, a 256-way categorical, ...) is one class registered with
+``@register_observation("name")``; it is then a choice of ``--likelihood``.
+
+References:
+    Kingma & Welling (2014), Appendix C: Bernoulli and Gaussian MLP decoders.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+from .errors import DataError
+from .registry import Registry
+
+OBSERVATIONS: Registry[type[Observation]] = Registry("likelihood")
+
+
+def register_observation(name: str):
+    """Class decorator: make an observation model available as ``--likelihood NAME``."""
+    def deco(cls: type[Observation]) -> type[Observation]:
+        cls.name = name
+        return OBSERVATIONS.register(name, cls)
+    return deco
+
+
+class Observation(nn.Module):
+    """p(x | out) for data of shape ``(..., *event_shape)``, where ``out`` is the decoder
+    network's output reshaped to ``(..., *event_shape)``.
+
+    Class attributes:
+        binary: the density is over {0, 1}; grey levels in [0, 1] are binarized for it.
+        discrete: a probability mass function, so -log p(x) / (D ln 2) is bits per dimension.
+    """
+
+    name: ClassVar[str]
+    binary: ClassVar[bool] = False
+    discrete: ClassVar[bool] = False
+
+    def __init__(self, event_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.event_shape = tuple(int(s) for s in event_shape)
+
+    @classmethod
+    def from_options(cls, event_shape: Sequence[int], options) -> Observation:
+        """Build from a family's :class:`~vaekit.models.base.DecoderOptions`."""
+        return cls(event_shape)
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        """p(x | out): batch shape ``out.shape[:-len(event_shape)]``, event ``event_shape``."""
+        raise NotImplementedError
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        """E[x | out], the shape of ``out``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor) -> None:
+        """Set the decoder's output bias ``(D,)`` so that it starts at ``train_mean``
+        (any shape with D values)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_data(cls, what: str, lo: float, hi: float) -> None:
+        """Raise :class:`DataError` when data with values in ``[lo, hi]`` cannot be modelled."""
+
+    @classmethod
+    def bits_per_dim(cls, log_likelihood: float | None, num_values: int) -> float | None:
+        """-log p(x) / (D ln 2) for a probability mass over D values; ``None`` for a density
+        (its value depends on the data's scale and is not comparable across datasets)."""
+        if not cls.discrete or log_likelihood is None:
+            return None
+        return -log_likelihood / (num_values * math.log(2))
+
+    def extra_repr(self) -> str:
+        return f"event_shape={self.event_shape}"
+
+
+def _flat_dims(event_shape: Sequence[int]) -> int:
+    return len(tuple(event_shape))
+
+
+@register_observation("bernoulli")
+class BernoulliObservation(Observation):
+    """Independent Bernoulli(sigmoid(out)) over the event: binary data (and grey levels in
+    [0, 1], binarized). The decoder outputs logits."""
+
+    binary = True
+    discrete = True
+
+    def forward(self, out: torch.Tensor) -> Independent:
+        return Independent(Bernoulli(logits=out, validate_args=False),
+                           _flat_dims(self.event_shape), validate_args=False)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out)
+
+    @torch.no_grad()
+    def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor) -> None:
+        """The logit of the per-value training mean, clipped to [1e-3, 1 - 1e-3] (as the
+        IWAE code does)."""
+        p = train_mean.reshape(-1).to(bias).clamp(1e-3, 1 - 1e-3)
+        bias.copy_(torch.log(p) - torch.log1p(-p))
+
+    @classmethod
+    def check_data(cls, what: str, lo: float, hi: float) -> None:
+        if lo < 0 or hi > 1:
+            hint = (" (they look like 0..255 grey levels: divide by 255, or save them as "
+                    "uint8, which vaekit scales)" if 1 < hi <= 255 and lo >= 0 else "")
+            raise DataError(
+                f"{what} values lie in [{lo:g}, {hi:g}] but a Bernoulli decoder needs values in "
+                f"[0, 1]{hint}; rescale the data to [0, 1] (then binarization applies) or use "
+                "--likelihood gaussian")
+
+
+@register_observation("gaussian")
+class GaussianObservation(Observation):
+    """N(out, sigma^2 I) over the event, one sigma shared by all values: learned (a
+    parameter, ``log_std``) or fixed; with ``std_floor`` > 0, sigma = max(exp(log_std),
+    std_floor), which keeps a learned sigma from collapsing onto data with a
+    constant pixel.
+
+    A density of real values: its log-likelihood is not in bits per dimension (see
+    :meth:`Observation.bits_per_dim`)."""
+
+    def __init__(self, event_shape: Sequence[int], std: float = 1.0, learn_std: bool = False,
+                 std_floor: float = 0.0) -> None:
+        super().__init__(event_shape)
+        log_std = torch.tensor(math.log(std))
+        if learn_std:
+            self.log_std = nn.Parameter(log_std)
+        else:          # fixed: rebuilt from the options, not part of the checkpoint
+            self.register_buffer("log_std", log_std, persistent=False)
+        self.std_floor = float(std_floor)
+
+    @classmethod
+    def from_options(cls, event_shape: Sequence[int], options) -> GaussianObservation:
+        return cls(event_shape, options.decoder_std, options.learn_decoder_std,
+                   options.decoder_std_floor)
+
+    def std(self) -> torch.Tensor:
+        s = self.log_std.exp()
+        return s.clamp_min(self.std_floor) if self.std_floor > 0 else s
+
+    def forward(self, out: torch.Tensor) -> Independent:
+        return Independent(Normal(out, self.std().expand_as(out), validate_args=False),
+                           _flat_dims(self.event_shape), validate_args=False)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+    @torch.no_grad()
+    def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor) -> None:
+        bias.copy_(train_mean.reshape(-1).to(bias))
+
+    def extra_repr(self) -> str:
+        return (f"event_shape={self.event_shape}, learned={isinstance(self.log_std, nn.Parameter)}"
+                f", std_floor={self.std_floor:g}")
+
+
+def observation_for(name: str, event_shape: Sequence[int], options=None) -> Observation:
+    """The observation model ``name`` for data of ``event_shape``, built from a family's
+    decoder options (or with its defaults when ``options`` is None)."""
+    cls = OBSERVATIONS.get(name)
+    return cls.from_options(event_shape, options) if options is not None else cls(event_shape)
+
+
+__all__ = ["OBSERVATIONS", "BernoulliObservation", "GaussianObservation", "Observation",
+           "observation_for", "register_observation"]
