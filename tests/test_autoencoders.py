@@ -24,6 +24,7 @@ def _train(model, data, epochs=4):
     return model
 
 
+@pytest.mark.slow
 def test_denoising_beats_the_plain_autoencoder_on_noisy_inputs(mnist5k):
     test = eval_split(mnist5k, "test", "dynamic")
     noisy = corrupt_fixed(test, "masking", 0.5, torch.Generator().manual_seed(1))
@@ -70,6 +71,7 @@ def test_corruption_noise_levels():
         Autoencoder(4, 2, noise="masking", noise_level=1.0)
 
 
+@pytest.mark.slow
 def test_greedy_pretraining_trains_each_layer_then_the_stack(mnist5k):
     torch.manual_seed(0)
     model = StackedAutoencoder(mnist5k.event_shape, 20, (100, 50))

@@ -182,6 +182,7 @@ def test_corrupt_checkpoint_gives_one_clear_line(trained, capsys):
     assert "corrupt or truncated" in _one_line_error(code, err)
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_points():
     r = subprocess.run([sys.executable, "-m", "vaekit", "--help"], capture_output=True,
                        text=True)
@@ -338,3 +339,75 @@ def test_config_json_of_early_runs_still_loads():
            "train": {"objective": "em", "em_max_iter": 7, "em_tol": 0.5, "em_restarts": 2}}
     cfg = Config.from_dict(old)
     assert (cfg.model.em_max_iter, cfg.model.em_tol, cfg.model.em_restarts) == (7, 0.5, 2)
+
+
+def test_an_empty_dataset_is_one_clear_line(tmp_path, capsys):
+    p = tmp_path / "empty.npz"
+    np.savez(p, train=np.zeros((0, 784), np.float32))
+    code, _, err = run(capsys, "train", "--data", p, "--out", tmp_path / "run", *TINY)
+    assert "is empty (shape (0, 784))" in _one_line_error(code, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_shows_full_names_dataset_and_latent_size_and_refuses_mixed_data(
+        trained, tmp_path, capsys):
+    first, _ = trained
+    twin = first.parent / (first.name + "-with-a-long-name-that-0.1-would-cut")
+    run(capsys, "train", "--data", json.loads((first / "config.json").read_text())["data"][
+        "dataset"], "--out", twin, *TINY)
+    code, out, err = run(capsys, "compare", first, twin, "--num-samples", "20", "--out",
+                         tmp_path / "cmp")
+    assert code == 0, err
+    assert twin.name in out and "dataset" in out and "latent" in out
+    assert out.count("tiny.npz") == 2
+    gmm = tmp_path / "gmm"
+    assert run(capsys, "train", "--model", "gmm", "--data", "gaussian-mixture-2d",
+               "--num-components", "3", "--out", gmm, "--no-progress")[0] == 0
+    code, _, err = run(capsys, "compare", first, gmm, "--out", tmp_path / "cmp2")
+    line = _one_line_error(code, err)
+    assert "trained on different data" in line and "gaussian-mixture-2d" in line
+    assert "--allow-mixed" in line
+    code, out, err = run(capsys, "compare", first, gmm, "--num-samples", "20", "--out",
+                         tmp_path / "cmp2", "--allow-mixed")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
+    assert [r["dataset"] for r in rows] == ["tiny.npz", "gaussian-mixture-2d"]
+    assert [r["latent_dim"] for r in rows] == [2, 0]
+
+
+def test_evaluate_reports_progress_lines_when_not_on_a_terminal(trained, capsys, monkeypatch):
+    """A long evaluation into a log file: a first line, then one every few seconds with the
+    time left (here every 0 s), as training does."""
+    import vaekit.progress
+    out, _ = trained
+    monkeypatch.setattr(vaekit.progress.Progress, "DEFAULT_EVERY", 0.0)
+    code, _, err = run(capsys, "evaluate", out, "--num-samples", "400")
+    assert code == 0
+    lines = [line for line in err.splitlines() if line.startswith("log-likelihood (k=400)")]
+    assert len(lines) >= 2 and "left" in lines[-1] and "examples" in lines[-1]
+    code, _, err = run(capsys, "evaluate", out, "--num-samples", "400", "--no-progress")
+    assert code == 0 and "log-likelihood (k=400)" not in err
+
+
+def test_main_leaves_warnings_as_it_found_them(trained, capsys):
+    import warnings
+    out, _ = trained
+    before = (warnings.showwarning, warnings.formatwarning)
+    run(capsys, "evaluate", out, "--num-samples", "5")
+    assert (warnings.showwarning, warnings.formatwarning) == before
+    from vaekit.cli import _show_warning
+    from vaekit.errors import VaekitWarning
+    _show_warning("careful", VaekitWarning, "x.py", 1)
+    assert capsys.readouterr().err == "vaekit: warning: careful\n"
+    _show_warning("torch's own", UserWarning, "x.py", 1)
+    assert "vaekit: warning" not in capsys.readouterr().err
+
+
+def test_train_help_groups_options_by_family_and_lists_the_choices(capsys):
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0
+    assert "options of the models gmm, bernoulli-mixture:" in out
+    assert "options of the model vqvae:" in out and "--num-latents" in out
+    assert "options of the objective elbo:" in out and "--beta" in out
+    assert "{vae,hierarchical-vae,autoencoder,stacked-autoencoder,vqvae,gmm," in out
+    assert "auto, elbo, elbo-stl, iwae" in out and "{bernoulli,gaussian}" in out

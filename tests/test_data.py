@@ -227,3 +227,45 @@ def test_evaluation_data_are_binarized_once_with_a_fixed_seed(mnist5k):
     assert abs(float(a.mean()) - float(mnist5k.test.mean())) < 0.005
     assert torch.equal(eval_split(mnist5k, "test", "none"), mnist5k.test)
     assert not torch.equal(binarize_fixed(mnist5k.test, seed=1), a)
+
+
+def test_splits_are_binarized_with_independent_streams():
+    """vaekit 0.1 binarized every split with seed 0, so row i of each split saw the same
+    uniforms; each split now has its own generator (the test split keeps seed 0)."""
+    half = torch.full((400, 30), 0.5)
+    ds = Dataset("half", half, half.clone(), half.clone())
+    test, valid, train = (eval_split(ds, s, "dynamic") for s in ("test", "valid", "train"))
+    assert torch.equal(test, binarize_fixed(half, 0))              # as published numbers were
+    for a, b in ((test, valid), (test, train), (valid, train)):
+        agree = float((a == b).double().mean())
+        assert abs(agree - 0.5) < 0.03, agree                       # independent: 1/2 agree
+
+
+def test_an_empty_array_is_one_clear_error(tmp_path):
+    p = tmp_path / "empty.npz"
+    np.savez(p, train=np.zeros((0, 784), np.float32))
+    with pytest.raises(DataError, match=r"empty.npz\['train'\] is empty \(shape \(0, 784\)\)"):
+        load_array_file(p)
+
+
+def test_image_arrays_keep_their_channels(tmp_path):
+    rng = np.random.default_rng(0)
+    for shape, event in (((20, 6, 5), (1, 6, 5)), ((20, 1, 6, 5), (1, 6, 5)),
+                         ((20, 6, 5, 1), (1, 6, 5)), ((20, 3, 6, 5), (3, 6, 5)),
+                         ((20, 6, 5, 3), (3, 6, 5)), ((20, 30), (30,))):
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        p = tmp_path / "a.npy"
+        np.save(p, a)
+        d = load_array_file(p)
+        assert d.event_shape == event and d.raw_train.dtype == torch.uint8, shape
+        if len(shape) == 4 and shape[3] == 3:                       # channels moved first
+            values = torch.cat([d.raw_train, d.raw_valid, d.raw_test]).permute(0, 2, 3, 1)
+            assert sorted(map(tuple, values.reshape(20, -1).tolist())) == \
+                sorted(map(tuple, a.reshape(20, -1).tolist()))
+    p = tmp_path / "b.npy"
+    np.save(p, np.zeros((5, 2, 6, 7)))
+    with pytest.raises(DataError, match="1 or 3 channels"):
+        load_array_file(p)
+    np.save(p, np.zeros((5, 2, 3, 4, 5)))
+    with pytest.raises(DataError, match=r"shape \(5, 2, 3, 4, 5\); expected"):
+        load_array_file(p)

@@ -94,6 +94,7 @@ def _seeded_log_likelihood(m, x, k, compile):
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
                     reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_log_density_equals_eager_and_follows_parameter_updates():
     """torch.compile must give the eager numbers (to float rounding) and must read the
     parameters at every call: a graph that baked in the weights would go stale here."""

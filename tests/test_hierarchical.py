@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -72,6 +73,7 @@ def test_iwae_paper_two_layer_preset_builds_the_papers_network():
     assert m.prior().sample((3,)).shape == (3, 150)
 
 
+@pytest.mark.slow
 def test_training_raises_the_validation_bound(mnist5k):
     torch.manual_seed(0)
     m = HierarchicalVAE(mnist5k.event_shape, latent_dims=(20, 10), hidden_sizes=(100,),

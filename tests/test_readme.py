@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -24,6 +25,7 @@ def test_readme_main_command_trains_the_default():
     assert any(b.strip().endswith("&& vaekit train") for b in _blocks("bash"))
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(capsys):
     (example,) = _blocks("python")
     exec(compile(example, "README.md", "exec"), {})

@@ -319,6 +319,7 @@ def _train(data, steps: int, threshold: float) -> VQVAE:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_short_training_on_mnist5k(mnist5k):
     """Measured (500 Adam steps of 100 dynamically binarized images, lr 1e-3, one CPU thread,
     ~4 s a run), on the test split (binarized once, seed 0):

@@ -122,6 +122,13 @@ def _family(name: str):
     return get_family(name)
 
 
+def _family_objectives() -> set[str]:
+    """The objectives of the families' own that are not estimators (``em``)."""
+    from .families import FAMILIES, _ensure_registered
+    _ensure_registered()
+    return {o for n in FAMILIES for o in FAMILIES.get(n).objectives}
+
+
 @dataclass
 class Config:
     """A run's configuration. ``model`` is the options of one model family (its class says
@@ -216,7 +223,7 @@ class Config:
             raise ConfigError(f"objective must be a string, got {objective!r}")
         resolved = family.default_objective if objective == "auto" else objective
         est_cls = ESTIMATORS.get(resolved).options if resolved in ESTIMATORS else None
-        if resolved not in ESTIMATORS and resolved not in family.objectives:
+        if resolved not in ESTIMATORS and resolved not in _family_objectives():
             ESTIMATORS.get(resolved)                  # unknown: the error lists the choices
         est_fields = set(est_cls.field_names()) if est_cls else set()
         est_values = {k: train.pop(k) for k in list(train)
@@ -272,9 +279,10 @@ class Config:
                     f"kl_warmup_epochs needs an objective with a KL weight (such as elbo); "
                     f"{objective} has none: remove --kl-warmup-epochs or choose --objective elbo")
         elif objective not in family.objectives:
-            ESTIMATORS.get(objective)                   # unknown: lists the choices
+            if objective not in _family_objectives():
+                ESTIMATORS.get(objective)               # unknown: lists the choices
             raise ConfigError(f"objective {objective} belongs to another model family; "
-                              f"{family.name} is fitted with {family.default_objective}")
+                              f"{family.name} is trained with {family.default_objective}")
         elif self.train.kl_warmup_epochs:
             raise ConfigError(f"kl_warmup_epochs applies to objectives with a KL weight; "
                               f"{family.name} is fitted with {objective}")

@@ -88,10 +88,9 @@ class Evaluation(Mapping):
     def to_dict(self) -> dict[str, Any]:
         """The ``eval.json`` dict: context first, then the metrics, then the common fields;
         context fields that were never set are left out."""
-        d = {k: getattr(self, k) for k in self._CONTEXT if getattr(self, k) is not None}
-        for f in dataclasses.fields(self):
-            if f.name not in d and f.name not in self._CONTEXT:
-                d[f.name] = getattr(self, f.name)
+        values = dataclasses.asdict(self)
+        d = {k: values[k] for k in self._CONTEXT if values[k] is not None}
+        d.update({k: v for k, v in values.items() if k not in self._CONTEXT})
         return {"kind": self.kind, **d}
 
     @classmethod
@@ -104,18 +103,13 @@ class Evaluation(Mapping):
         return cls(**kwargs)
 
     def __getitem__(self, key: str) -> Any:
-        if key == "kind" or key in self._keys():
-            return getattr(self, key) if key != "kind" else self.kind
-        raise KeyError(key)
-
-    def _keys(self) -> list[str]:
-        return [k for k in self.to_dict() if k != "kind"]
+        return self.to_dict()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(["kind", *self._keys()])
+        return iter(self.to_dict())
 
     def __len__(self) -> int:
-        return len(self._keys()) + 1
+        return len(self.to_dict())
 
     # -------------------------------------------------------------- what to show
 

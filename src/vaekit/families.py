@@ -176,6 +176,8 @@ class Family:
             families; by default the first of a family's own ``objectives``).
         capabilities: a subset of :data:`CAPABILITIES`.
         validation_name: what the validation score is, for logs and plots.
+        fixed_likelihood: the observation model of a family without a ``likelihood``
+            option (a Gaussian mixture's is Gaussian); ``None``: the option says.
     """
 
     name: ClassVar[str]
@@ -185,6 +187,7 @@ class Family:
     default_objective: ClassVar[str] = "elbo"
     capabilities: ClassVar[frozenset[str]] = frozenset()
     validation_name: ClassVar[str] = "ELBO"
+    fixed_likelihood: ClassVar[str | None] = None
     result: ClassVar[type[Evaluation]] = Evaluation
 
     def supports(self, capability: str) -> bool:
@@ -196,7 +199,7 @@ class Family:
     # -------------------------------------------------------------- building
     def likelihood(self, options: Options) -> str:
         """The observation model's name (``--likelihood``) for these options."""
-        return options.likelihood
+        return self.fixed_likelihood or options.likelihood
 
     def observation_name(self, model: nn.Module) -> str:
         """The observation model's name of a built model."""

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Distribution
 
-from .distributions import kl_divergence
+from .distributions import analytic_kl
 
 
 def log_mean_exp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -113,8 +113,12 @@ def elbo_terms(model, x: torch.Tensor, num_samples: int = 1,
         raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
     q = model.encoder(x)
     z = reparameterize(q, num_samples)                           # (K, B, D_z)
-    reconstruction = model.decoder(z).log_prob(x).mean(0)        # (B,)
-    return reconstruction, kl_divergence(q, model.prior(), z, analytic=(kl == "analytic"))
+    prior = model.prior()
+    closed = analytic_kl(q, prior) if kl == "analytic" else None
+    if closed is not None:                                       # only log p(x|z) is sampled
+        return model.decoder(z).log_prob(x).mean(0), closed
+    t = log_terms(model, x, z, q, prior)                         # (K, B) each
+    return t.log_px_z.mean(0), (t.log_qz - t.log_pz).mean(0)
 
 
 def elbo(model, x: torch.Tensor, num_samples: int = 1, kl: str = "analytic",

@@ -33,17 +33,19 @@ class Progress:
     Args:
         enabled: show anything at all.
         log: where the lines go when the output is not a terminal (default stderr).
-        every: seconds between lines.
+        every: seconds between lines (default :attr:`DEFAULT_EVERY`).
         terminal: force the bar (True) or the lines (False); default: a bar when stderr is a
             terminal.
     """
 
+    DEFAULT_EVERY = 10.0
+
     def __init__(self, total: int, desc: str, *, unit: str = "it", enabled: bool = True,
-                 log: Callable[[str], None] | None = None, every: float = 10.0,
+                 log: Callable[[str], None] | None = None, every: float | None = None,
                  terminal: bool | None = None, initial: int = 0) -> None:
         self.total, self.desc, self.unit, self.done = total, desc, unit, initial
         self.log = log or _stderr
-        self.every = every
+        self.every = self.DEFAULT_EVERY if every is None else every
         self.bar = None
         self.lines = False
         if enabled:
@@ -53,6 +55,7 @@ class Progress:
                                 dynamic_ncols=True, leave=False)
             else:
                 self.lines = True
+                self.log(f"{desc}: {total} {unit}s")
         self.start = time.perf_counter()
         self.last = self.start
         self.first = initial

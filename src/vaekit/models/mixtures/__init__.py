@@ -26,9 +26,6 @@ from .kmeans import CHUNK_ELEMENTS, kmeans_plusplus
 
 
 class _MixtureFamily(EMFamily):
-    def likelihood(self, options) -> str:
-        return self.model.likelihood
-
     def build(self, options, event_shape):
         return self.model.from_config(options, data_dim=math.prod(event_shape))
 
@@ -49,6 +46,7 @@ class GaussianMixtureFamily(_MixtureFamily):
     """``--model gmm``: a mixture of Gaussians (full or diagonal covariances)."""
 
     model = GaussianMixture
+    fixed_likelihood = "gaussian"
 
     def extra_figures(self, ctx):
         from ... import plotting
@@ -69,6 +67,7 @@ class BernoulliMixtureFamily(_MixtureFamily):
     """``--model bernoulli-mixture``: a mixture of multivariate Bernoullis (binary data)."""
 
     model = BernoulliMixture
+    fixed_likelihood = "bernoulli"
 
 
 __all__ = ["CHUNK_ELEMENTS", "COVARIANCE_TYPES", "MIN_COMPONENT_MASS", "BernoulliMixture",
