@@ -34,15 +34,20 @@ from vaekit.training import Trainer
 HIDDEN, LATENT, D, BATCH = 200, 50, 784, 100
 
 
+SHAPE = (1, 28, 28)
+
+
 def load_data(data_dir: str | None, n_train: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Training images as stored (binarized MNIST: uint8 0/1, (N, 1, 28, 28)), test values."""
     try:
         from vaekit.data import load_binarized_mnist
         d = load_binarized_mnist(data_dir, download_missing=False)
-        return d.train[:n_train], d.test, "binarized-mnist"
+        return d.raw_train[:n_train], d.test, "binarized-mnist"
     except Exception:                                 # no data: same shapes, MNIST's density
         g = torch.Generator().manual_seed(0)
-        return ((torch.rand(n_train, D, generator=g) < 0.13).float(),
-                (torch.rand(10000, D, generator=g) < 0.13).float(), "random binary (no data)")
+        return ((torch.rand(n_train, *SHAPE, generator=g) < 0.13).to(torch.uint8),
+                (torch.rand(10000, *SHAPE, generator=g) < 0.13).float(),
+                "random binary (no data)")
 
 
 def vaekit_training(x: torch.Tensor, epochs: int) -> float:
@@ -50,9 +55,10 @@ def vaekit_training(x: torch.Tensor, epochs: int) -> float:
     cfg.train.batch_size, cfg.train.lr_schedule, cfg.train.epochs = BATCH, "constant", epochs
     cfg.train.device = "cpu"
     torch.manual_seed(0)
-    model = build_model(cfg.model, D)
-    model.init_decoder_bias(x.mean(0))
-    trainer = Trainer(model, cfg.train, x, x[:100], progress=False)
+    model = build_model(cfg.model, SHAPE)
+    model.init_decoder_bias(x.float().mean(0))
+    trainer = Trainer(model, cfg.train, x, x[:100].float(), estimator=cfg.estimator,
+                      progress=False)
     start = time.perf_counter()
     trainer.fit(restore_best=False)
     return epochs * x.shape[0] / (time.perf_counter() - start)
@@ -67,6 +73,7 @@ def hand_written_training(x: torch.Tensor, epochs: int, fused: bool) -> float:
                         nn.Tanh(), nn.Linear(HIDDEN, D))
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3, eps=1e-4,
                            **({"fused": True} if fused else {}))
+    x = x.float().flatten(1)                          # (N, 784) float, as users hold it
     n = x.shape[0]
     start = time.perf_counter()
     for _ in range(epochs):
@@ -172,7 +179,7 @@ def main() -> None:
 
     cfg = load_config("iwae-paper-1layer")
     torch.manual_seed(0)
-    model = build_model(cfg.model, D).eval()
+    model = build_model(cfg.model, SHAPE).eval()
     xe = test[:n_eval]
     start = time.perf_counter()
     log_likelihood(model, xe[:10], 100, compile=True)            # compiles, once

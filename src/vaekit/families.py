@@ -358,9 +358,12 @@ class BoundFamily(GradientFamily):
         return elbo(model, x, 1)
 
     def evaluate(self, model, x, num_samples=5000, *, progress=False, noise=None,
-                 compile="auto", log=None):
+                 compile="auto", log=None, **options):
+        """:func:`vaekit.evaluation.evaluate_bound` (``options``: its ``batch_size``,
+        ``max_rows``), with bits/dim from the observation model."""
         self._refuse_noise(noise)
-        r = evaluate_bound(model, x, num_samples, progress=progress, compile=compile, log=log)
+        r = evaluate_bound(model, x, num_samples, progress=progress, compile=compile, log=log,
+                           **options)
         r.bits_per_dim = self.bits_per_dim(model, r.log_likelihood, math.prod(x.shape[1:]))
         return r
 
