@@ -79,22 +79,18 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                                    f"the {entry['section']} sections")
             if owner is not None and owner not in entry["owners"]:
                 entry["owners"].append(owner)
-                default = (f.default if f.default is not dataclasses.MISSING
-                           else f.default_factory())
-                entry["defaults"].setdefault(_shown(default), []).append(owner)
+                entry["defaults"].setdefault(_default(f), []).append(owner)
     groups: dict[str, argparse._ArgumentGroup] = {}
 
     def group(title: str, owners: list[str]) -> argparse._ArgumentGroup:
-        key = f"{title}: {', '.join(owners)}" if owners else title
-        if key not in groups:
-            what = {"data": "data (override --config)", "training": "training",
-                    "objective": "objective", "model": "model"}
-            head = what[title] + (f" {', '.join(owners)}" if owners else "")
-            if owners:
-                head = ("options of the " + what[title] + ("s " if len(owners) > 1 else " ")
-                        + ", ".join(owners))
-            groups[key] = p.add_argument_group(head)
-        return groups[key]
+        """``data (override --config)``, ``training``, or ``options of the models a, b``."""
+        if not owners:
+            head = "data (override --config)" if title == "data" else title
+        else:
+            head = f"options of the {title}{'s' if len(owners) > 1 else ''} {', '.join(owners)}"
+        if head not in groups:
+            groups[head] = p.add_argument_group(head)
+        return groups[head]
 
     for name, e in sorted(fields.items(), key=lambda kv: (
             ("data", "training", "objective", "model").index(kv[1]["title"]),
@@ -104,9 +100,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         if name == "dataset":
             flags.reverse()
         help_ = f.metadata.get("help", "")
-        defaults = e["defaults"] or {
-            _shown(f.default if f.default is not dataclasses.MISSING else f.default_factory()):
-                []}
+        defaults = e["defaults"] or {_default(f): []}
         if len(defaults) == 1:
             shown = f"(default {next(iter(defaults))})"
         else:
@@ -124,7 +118,9 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                            help=f"{help_} {shown}")
 
 
-def _shown(default) -> str:
+def _default(f: dataclasses.Field) -> str:
+    """A field's default as the help shows it (lists as ``200,200``)."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return ",".join(map(str, default)) if isinstance(default, list) else str(default)
 
 
