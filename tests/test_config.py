@@ -128,3 +128,15 @@ def test_a_config_json_of_vaekit_0_1_loads():
                            "train": {"objective": "em", "em_max_iter": 7, "em_tol": 0.5,
                                      "em_restarts": 2, "num_samples": 1}}, legacy=True)
     assert (em.model.em_max_iter, em.model.em_tol, em.model.em_restarts) == (7, 0.5, 2)
+
+
+def test_a_run_s_config_json_serves_as_a_config_file(tmp_path):
+    """--config runs/x/config.json, of this version or of vaekit 0.1 (flat sections)."""
+    import shutil
+    from pathlib import Path
+    fixture = Path(__file__).parent / "fixtures" / "runs-0.1" / "vqvae" / "config.json"
+    shutil.copy(fixture, tmp_path / "old.json")
+    cfg = load_config(str(tmp_path / "old.json")).validate()
+    assert cfg.family.name == "vqvae" and cfg.model.num_latents == 4
+    (tmp_path / "new.json").write_text(cfg.to_json())
+    assert load_config(str(tmp_path / "new.json")).to_dict() == cfg.to_dict()

@@ -25,6 +25,7 @@ from .config import (
     TrainConfig,
     merge,
     read_config_file,
+    written_by_0_1,
 )
 from .errors import ConfigError, VaekitError, VaekitWarning
 from .io import read_json
@@ -272,7 +273,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 f"{names} cannot change when resuming; only "
                 f"{', '.join(_flag(n) for n in sorted(RESUMABLE_FIELDS))} can")
         return Config.from_dict(merge(read_json(cfg_path), overrides), legacy=True).validate()
-    return Config.from_dict(merge(read_config_file(args.config), overrides)).validate()
+    base = read_config_file(args.config)                 # a run's config.json may serve too
+    return Config.from_dict(merge(base, overrides), legacy=written_by_0_1(base)).validate()
 
 
 def _fmt(v, se=None, digits=2) -> str:

@@ -354,10 +354,19 @@ def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[st
     return out
 
 
+def written_by_0_1(d: Any) -> bool:
+    """Whether ``d`` is a config.json of vaekit 0.1, whose model section held every field of
+    its flat ModelConfig (no file of a user's holds them all)."""
+    model = d.get("model") if isinstance(d, dict) else None
+    return isinstance(model, dict) and LEGACY_MODEL_FIELDS <= set(model)
+
+
 def load_config(name_or_path: str | None) -> Config:
-    """A preset by name, or a JSON / TOML file (a partial one is completed with defaults).
+    """A preset by name, or a JSON / TOML file (a partial one is completed with defaults; a
+    run's config.json of vaekit 0.1 is read as :meth:`Config.from_dict` with ``legacy``).
 
     Raises:
         ConfigError: unknown preset, missing or unreadable file, unknown field or bad value.
     """
-    return Config.from_dict(read_config_file(name_or_path))
+    d = read_config_file(name_or_path)
+    return Config.from_dict(d, legacy=written_by_0_1(d))
