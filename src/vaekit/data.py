@@ -139,6 +139,12 @@ class Dataset:
                                for r in (self.raw(s) for s in SPLITS))
         return self._binary
 
+    @property
+    def levels(self) -> int | None:
+        """How many values a stored number can take: 256 for 8-bit grey levels (uint8 with
+        divisor 255), 2 for uint8 0/1, ``None`` for real (float) data."""
+        return int(self.divisor) + 1 if self.raw_train.dtype == torch.uint8 else None
+
     def value_range(self, split: str) -> tuple[float, float]:
         r = self.raw(split)
         return float(r.min()) / self.divisor, float(r.max()) / self.divisor
@@ -193,7 +199,7 @@ def check_likelihood(dataset: Dataset, likelihood: str) -> None:
     from .observations import OBSERVATIONS
     obs = OBSERVATIONS.get(likelihood)
     for split in SPLITS:
-        obs.check_data(f"{dataset.name} {split}", *dataset.value_range(split))
+        obs.check_data(f"{dataset.name} {split}", *dataset.value_range(split), dataset.levels)
 
 
 def resolve_binarization(requested: str, dataset: Dataset, likelihood: str) -> str:

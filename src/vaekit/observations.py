@@ -74,8 +74,10 @@ class Observation(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def check_data(cls, what: str, lo: float, hi: float) -> None:
-        """Raise :class:`DataError` when data with values in ``[lo, hi]`` cannot be modelled."""
+    def check_data(cls, what: str, lo: float, hi: float, levels: int | None = None) -> None:
+        """Raise :class:`DataError` when data with values in ``[lo, hi]`` cannot be modelled.
+        ``levels``: how many values the stored data can take (256 for 8-bit grey levels, 2
+        for 0/1 bytes, ``None`` for real numbers)."""
 
     @classmethod
     def bits_per_dim(cls, log_likelihood: float | None, num_values: int) -> float | None:
@@ -116,7 +118,7 @@ class BernoulliObservation(Observation):
         bias.copy_(torch.log(p) - torch.log1p(-p))
 
     @classmethod
-    def check_data(cls, what: str, lo: float, hi: float) -> None:
+    def check_data(cls, what: str, lo: float, hi: float, levels: int | None = None) -> None:
         if lo < 0 or hi > 1:
             hint = (" (they look like 0..255 grey levels: divide by 255, or save them as "
                     "uint8, which vaekit scales)" if 1 < hi <= 255 and lo >= 0 else "")
