@@ -40,7 +40,8 @@ SECTIONS = ("data", "model", "train")
 @dataclass
 class DataConfig(Options):
     section = "the data section"
-    dataset: str = option("mnist-5k", "dataset name (mnist-5k, binarized-mnist, "
+    dataset: str = option("mnist-5k", "dataset name (mnist-5k, binarized-mnist, mnist, "
+                                      "fashion-mnist, cifar10, colored-mnist, "
                                       "gaussian-mixture-2d) or a .npy/.npz path")
     data_dir: str | None = option(None, "directory searched first for named datasets' files")
     binarization: str = option(

@@ -16,6 +16,9 @@ Named datasets (:data:`DATASETS`):
     ``binarized_mnist_{train,valid,test}.amat`` files; when absent the ``.amat`` files are
     downloaded into the cache and their sha256 checked.
 
+``mnist``, ``fashion-mnist``, ``cifar10``, ``colored-mnist``
+    Full MNIST and Fashion-MNIST with grey levels, CIFAR-10 from its binary distribution,
+    and a built-in colour dataset: :mod:`vaekit.image_data`.
 ``gaussian-mixture-2d``
     A synthetic mixture of 3 Gaussians in R^2 with known parameters (:mod:`vaekit.synthetic`).
 
@@ -352,10 +355,21 @@ def _read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.n
         raise DataError(f"{path} is truncated or not a valid .npz/.npy file ({e})") from None
 
 
+def dataset_dirs(data_dir: str | os.PathLike | None = None,
+                 subdirs: tuple[str, ...] = ("",)) -> list[Path]:
+    """The directories searched for a named dataset's files, in order: ``data_dir``, then
+    ``$VAEKIT_DATA_DIR``, then :func:`vaekit.download.cache_dir`, and in each of them the
+    ``subdirs`` in the order given (``""`` is the directory itself; ``("mnist", "")`` searches
+    ``D/mnist`` before ``D``). Each directory appears once."""
+    bases = [Path(d).expanduser() for d in (data_dir, os.environ.get("VAEKIT_DATA_DIR"),
+                                            cache_dir()) if d]
+    dirs = [b / s if s else b for b in bases for s in subdirs]
+    return list(dict.fromkeys(dirs))
+
+
 def binarized_mnist_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """The directories searched for binarized MNIST, in order."""
-    dirs = [data_dir, os.environ.get("VAEKIT_DATA_DIR"), cache_dir()]
-    return [Path(d).expanduser() for d in dirs if d]
+    return dataset_dirs(data_dir)
 
 
 def load_binarized_mnist(data_dir: str | os.PathLike | None = None,
@@ -497,10 +511,22 @@ def load_gaussian_mixture_2d(data_dir: str | os.PathLike | None = None) -> Datas
     return gaussian_mixture_2d()
 
 
+# The image datasets' loaders live in vaekit.image_data, which imports the names above.
+from .image_data import (  # noqa: E402
+    load_cifar10,
+    load_colored_mnist,
+    load_fashion_mnist,
+    load_mnist,
+)
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist-5k": load_mnist_5k,
     "binarized-mnist": load_binarized_mnist,
     "gaussian-mixture-2d": load_gaussian_mixture_2d,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "colored-mnist": load_colored_mnist,
 }
 
 

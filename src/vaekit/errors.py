@@ -25,7 +25,7 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 
 class ChecksumError(DataError):
-    """A downloaded or cached file does not have the expected sha256."""
+    """A downloaded or cached file does not have the expected sha256 or md5."""
 
 
 class CheckpointError(VaekitError, OSError):
