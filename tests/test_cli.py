@@ -410,4 +410,4 @@ def test_train_help_groups_options_by_family_and_lists_the_choices(capsys):
     assert "options of the model vqvae:" in out and "--num-latents" in out
     assert "options of the objective elbo:" in out and "--beta" in out
     assert "{vae,hierarchical-vae,autoencoder,stacked-autoencoder,vqvae,gmm," in out
-    assert "auto, elbo, elbo-stl, iwae" in out and "{bernoulli,gaussian}" in out
+    assert "auto, elbo, elbo-stl, iwae" in out and "{bernoulli,gaussian,categorical," in out

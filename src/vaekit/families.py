@@ -338,6 +338,17 @@ class OwnObjectiveFamily(GradientFamily):
         return model.validation_score(x)
 
 
+DECODER_OUTPUT_BUDGET = 1 << 25     # decoder outputs held at once in an evaluation (~32M)
+
+
+def rows_within(param_shape: tuple[int, ...], budget: int = DECODER_OUTPUT_BUDGET) -> int:
+    """How many (sample, example) rows to decode at once when each row has ``param_shape``
+    outputs: :data:`~vaekit.evaluation.DEFAULT_MAX_ROWS`, fewer for large decoder outputs (a
+    256-way categorical per pixel), so that an evaluation's memory stays bounded."""
+    from .evaluation import DEFAULT_MAX_ROWS
+    return max(1, min(DEFAULT_MAX_ROWS, budget // math.prod(param_shape)))
+
+
 class BoundFamily(GradientFamily):
     """Latent-variable models with an inference network, trained on a bound on log p(x)
     with any bound estimator: the VAE and its relatives. Their models provide ``prior()``,
@@ -362,6 +373,7 @@ class BoundFamily(GradientFamily):
         """:func:`vaekit.evaluation.evaluate_bound` (``options``: its ``batch_size``,
         ``max_rows``), with bits/dim from the observation model."""
         self._refuse_noise(noise)
+        options.setdefault("max_rows", rows_within(model.observation.param_shape))
         r = evaluate_bound(model, x, num_samples, progress=progress, compile=compile, log=log,
                            **options)
         r.bits_per_dim = self.bits_per_dim(model, r.log_likelihood, math.prod(x.shape[1:]))

@@ -71,8 +71,13 @@ class MLP(nn.Sequential):
         return out.unflatten(-1, self.out_shape) if len(self.out_shape) > 1 else out
 
     def output_layer(self) -> nn.Linear:
-        """The last linear layer (its bias starts a decoder at the data mean)."""
+        """The last linear layer."""
         return next(m for m in reversed(self) if isinstance(m, nn.Linear))
+
+    def output_bias(self) -> torch.Tensor:
+        """The output layer's bias as a view of shape ``out_shape`` (one value per output):
+        what an observation model sets to start a decoder at the data mean."""
+        return self.output_layer().bias.view(self.out_shape)
 
 
 def mlp(in_dim: int | Sequence[int], hidden_sizes: Sequence[int], out_dim: int | Sequence[int],

@@ -132,11 +132,12 @@ class Autoencoder(LegacyStateMixin, nn.Module):
         self.event_shape = shape_of(data_shape)
         self.latent_dim = int(opts.latent_dim)
         self.noise, self.noise_level = opts.noise, float(opts.noise_level)
+        observation = observation_for(opts.likelihood, self.event_shape)
         self.encoder_net = MLP(self.event_shape, opts.hidden_sizes, self.latent_dim,
                                opts.activation, activate_output=True)
         self.decoder_net = MLP(self.latent_dim, tuple(reversed(opts.hidden_sizes)),
-                               self.event_shape, opts.activation)
-        self.observation = observation_for(opts.likelihood, self.event_shape)
+                               observation.param_shape, opts.activation)
+        self.observation = observation
 
     @property
     def likelihood(self) -> str:
@@ -179,7 +180,7 @@ class Autoencoder(LegacyStateMixin, nn.Module):
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
         """Start the decoder at the training-data mean: the logit of it (Bernoulli, as the
         IWAE code does) or the mean (Gaussian)."""
-        self.observation.init_bias(self.decoder_net.output_layer().bias, train_mean)
+        self.observation.init_bias(self.decoder_net.output_bias(), train_mean)
 
 
 class StackedAutoencoder(Autoencoder):

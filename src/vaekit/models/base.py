@@ -37,13 +37,18 @@ class NetworkOptions(Options):
 class DecoderOptions(NetworkOptions):
     """:class:`NetworkOptions` and the observation model p(x|z) of the decoder."""
 
-    likelihood: str = option("bernoulli", "decoder p(x|z): bernoulli (0/1 or [0,1] data) | "
-                                          "gaussian", check=one_of(OBSERVATIONS.names))
+    likelihood: str = option("bernoulli", "decoder p(x|z): bernoulli (0/1 or [0,1] data), "
+                                          "gaussian (real values); for 8-bit data (in bits/dim): "
+                                          "categorical, discretized-logistic, "
+                                          "dequantized-gaussian, dequantized-logistic",
+                             check=one_of(OBSERVATIONS.names))
     decoder_std: float = option(0.1, "Gaussian decoder: the (initial) standard deviation sigma",
                                 check=positive)
     learn_decoder_std: bool = option(True, "Gaussian decoder: learn sigma (else keep it fixed)")
     decoder_std_floor: float = option(0.0, "Gaussian decoder: the smallest sigma (0: no floor)",
                                       check=nonnegative)
+    logistic_components: int = option(10, "discretized-logistic decoder: mixture components "
+                                          "per pixel", check=positive)
 
 
 def resolve_options(cls: type[Options], options: Options | None, overrides: dict) -> Options:
@@ -128,7 +133,8 @@ class LatentVariableModel(LegacyStateMixin, nn.Module):
         raise NotImplementedError
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoder network's output for ``z: (..., latent_dim)``: ``(..., *event_shape)``."""
+        """The decoder network's output for ``z: (..., latent_dim)``: the observation model's
+        parameters, ``(..., *observation.param_shape)``."""
         raise NotImplementedError
 
     def decoder(self, z: torch.Tensor) -> Distribution:
@@ -161,7 +167,7 @@ class LatentVariableModel(LegacyStateMixin, nn.Module):
         """Start the decoder at the training-data mean (any shape with D values): the last
         layer's bias becomes what the observation model says (the logit of the mean for a
         Bernoulli decoder, as the IWAE code does; the mean for a Gaussian one)."""
-        self.observation.init_bias(self.decoder_net.output_layer().bias, train_mean)
+        self.observation.init_bias(self.decoder_net.output_bias(), train_mean)
 
     @torch.no_grad()
     def sample(self, num: int) -> torch.Tensor:

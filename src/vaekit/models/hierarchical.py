@@ -151,10 +151,11 @@ class HierarchicalVAE(LatentVariableModel):
         self.p_layers = nn.ModuleList(     # p(z_i | z_{i+1}) for i = 0 .. L-2
             [ConditionalGaussian(self.latent_dims[i + 1], tuple(reversed(upper)),
                                  self.latent_dims[i], act) for i in range(L - 1)])
-        self.decoder_net = build_network(opts.net, (self.latent_dims[0],), self.event_shape,
-                                         opts, reverse=True)
+        observation = observation_for(opts.likelihood, self.event_shape, opts)
+        self.decoder_net = build_network(opts.net, (self.latent_dims[0],),
+                                         observation.param_shape, opts, reverse=True)
         self.top_prior = StandardNormalPrior(self.latent_dims[-1])
-        self.observation = observation_for(opts.likelihood, self.event_shape, opts)
+        self.observation = observation
         self._register_legacy_hook()
 
     def prior(self) -> AncestralDistribution:

@@ -59,12 +59,13 @@ class VAE(LatentVariableModel):
         self.event_shape = shape_of(data_shape)
         self.latent_dim = int(opts.latent_dim)
         self.posterior_head = build_posterior(opts.posterior, self.latent_dim)
+        observation = observation_for(opts.likelihood, self.event_shape, opts)
         self.encoder_net = build_network(opts.net, self.event_shape,
                                          (self.posterior_head.num_inputs,), opts)
-        self.decoder_net = build_network(opts.net, (self.latent_dim,), self.event_shape, opts,
-                                         reverse=True)
+        self.decoder_net = build_network(opts.net, (self.latent_dim,), observation.param_shape,
+                                         opts, reverse=True)
         self.latent_prior = build_prior(opts.prior, self.latent_dim)
-        self.observation = observation_for(opts.likelihood, self.event_shape, opts)
+        self.observation = observation              # registered last: 0.1's parameter order
         self._register_legacy_hook()
 
     @property
@@ -81,7 +82,8 @@ class VAE(LatentVariableModel):
         return self.posterior_head(self.encoder_net(x))
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits (Bernoulli) or means (Gaussian), ``(..., *event_shape)``."""
+        """The observation model's parameters (Bernoulli logits, Gaussian means, ...),
+        ``(..., *observation.param_shape)``."""
         return self.decoder_net(z)
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:

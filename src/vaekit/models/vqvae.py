@@ -206,7 +206,7 @@ class VQVAE(LegacyStateMixin, nn.Module):
     def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
         """Start the decoder at the training-data mean: the logit of it (Bernoulli, as the
         IWAE code does) or the mean (Gaussian)."""
-        self.observation.init_bias(self.decoder_net.output_layer().bias, train_mean)
+        self.observation.init_bias(self.decoder_net.output_bias(), train_mean)
 
     def forward(self, x: torch.Tensor, update: bool | None = None) -> VQVAEOutput:
         """Encode, quantise, decode ``x: (B, *event_shape)``; see :class:`VQVAEOutput`.

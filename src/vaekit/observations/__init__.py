@@ -1,13 +1,24 @@
 """Observation models p(x | decoder output): one registry entry per likelihood.
 
-An observation model owns everything that depends on what the data are: the density of x
-given the decoder network's output, its mean (what figures show), the initial output bias
-(the decoder starts at the data mean), the check of the data's range, and whether bits per
-dimension are meaningful. Models hold one as the submodule ``observation`` (a learned
-Gaussian sigma is its parameter) and never branch on the likelihood's name.
+An observation model owns everything that depends on what the data are: the shape of the
+parameters the decoder network must output (:attr:`Observation.param_shape`), the density of x
+given them, its mean (what figures show), the initial output bias (the decoder starts at the
+data mean), the check of the data's range, and whether bits per dimension are meaningful.
+Models hold one as the submodule ``observation`` (a learned scale is its parameter) and
+never branch on the likelihood's name.
 
-Adding one (a discretized logistic, a 256-way categorical, ...) is one class registered with
-``@register_observation("name")``; it is then a choice of ``--likelihood``.
+Registered (``--likelihood``):
+
+``bernoulli``               binary data (grey levels in [0, 1] binarized)
+``gaussian``                real values, one shared sigma (fixed or learned, with a floor)
+``categorical``             8-bit data: a 256-way categorical per sub-pixel
+``discretized-logistic``    8-bit data: a mixture of discretized logistics per pixel, the
+                            colour channels coupled (PixelCNN++)
+``dequantized-gaussian``    8-bit data: a Gaussian density of uniformly dequantized values
+``dequantized-logistic``    8-bit data: a logistic density of uniformly dequantized values
+
+Adding one is one class registered with ``@register_observation("name")`` (see
+:mod:`.eight_bit` for examples).
 
 References:
     Kingma & Welling (2014), Appendix C: Bernoulli and Gaussian MLP decoders.
@@ -23,8 +34,8 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
-from .errors import DataError
-from .registry import Registry
+from ..errors import DataError
+from ..registry import Registry
 
 OBSERVATIONS: Registry[type[Observation]] = Registry("likelihood")
 
@@ -37,13 +48,22 @@ def register_observation(name: str):
     return deco
 
 
+def reduce_to(target: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Average ``target`` over the dimensions where ``shape`` (broadcastable to it) has 1:
+    per-value initial parameters become per-channel ones for a convolution's bias."""
+    dims = [i for i, (t, s) in enumerate(zip(target.shape, shape, strict=True))
+            if s == 1 and t != 1]
+    return target.mean(dims, keepdim=True) if dims else target
+
+
 class Observation(nn.Module):
     """p(x | out) for data of shape ``(..., *event_shape)``, where ``out`` is the decoder
-    network's output reshaped to ``(..., *event_shape)``.
+    network's output of shape ``(..., *param_shape)``.
 
     Class attributes:
         binary: the density is over {0, 1}; grey levels in [0, 1] are binarized for it.
-        discrete: a probability mass function, so -log p(x) / (D ln 2) is bits per dimension.
+        discrete: a probability mass (or a bound on one), so -log p(x) / (D ln 2) is bits
+            per dimension.
     """
 
     name: ClassVar[str]
@@ -59,19 +79,33 @@ class Observation(nn.Module):
         """Build from a family's :class:`~vaekit.models.base.DecoderOptions`."""
         return cls(event_shape)
 
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """What the decoder network outputs per example: ``event_shape`` (one parameter per
+        value) unless the model needs more (channel-first for images: ``(P, H, W)``)."""
+        return self.event_shape
+
     def forward(self, out: torch.Tensor) -> Distribution:
-        """p(x | out): batch shape ``out.shape[:-len(event_shape)]``, event ``event_shape``."""
+        """p(x | out): batch shape ``out.shape[:-len(param_shape)]``, event ``event_shape``."""
         raise NotImplementedError
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
-        """E[x | out], the shape of ``out``."""
+        """E[x | out], ``(..., *event_shape)``."""
         raise NotImplementedError
+
+    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor | None:
+        """The decoder output ``(*param_shape)`` that starts the model at the data, from the
+        per-value training mean; ``None`` leaves the network's bias as it is."""
+        return None
 
     @torch.no_grad()
     def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor) -> None:
-        """Set the decoder's output bias ``(D,)`` so that it starts at ``train_mean``
-        (any shape with D values)."""
-        raise NotImplementedError
+        """Set the decoder's output bias so that it starts at the data (``bias``: a view of
+        the output layer's bias broadcastable to ``param_shape``, e.g. per value for an MLP,
+        per channel for a convolution; ``train_mean``: any shape with the D values)."""
+        target = self.initial_params(train_mean.reshape(self.event_shape).to(bias))
+        if target is not None:
+            bias.copy_(reduce_to(target, bias.shape))
 
     @classmethod
     def check_data(cls, what: str, lo: float, hi: float, levels: int | None = None) -> None:
@@ -110,12 +144,11 @@ class BernoulliObservation(Observation):
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)
 
-    @torch.no_grad()
-    def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor) -> None:
+    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor:
         """The logit of the per-value training mean, clipped to [1e-3, 1 - 1e-3] (as the
         IWAE code does)."""
-        p = train_mean.reshape(-1).to(bias).clamp(1e-3, 1 - 1e-3)
-        bias.copy_(torch.log(p) - torch.log1p(-p))
+        p = train_mean.clamp(1e-3, 1 - 1e-3)
+        return torch.log(p) - torch.log1p(-p)
 
     @classmethod
     def check_data(cls, what: str, lo: float, hi: float, levels: int | None = None) -> None:
@@ -164,9 +197,8 @@ class GaussianObservation(Observation):
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return out
 
-    @torch.no_grad()
-    def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor) -> None:
-        bias.copy_(train_mean.reshape(-1).to(bias))
+    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor:
+        return train_mean
 
     def extra_repr(self) -> str:
         return (f"event_shape={self.event_shape}, learned={isinstance(self.log_std, nn.Parameter)}"
@@ -180,5 +212,7 @@ def observation_for(name: str, event_shape: Sequence[int], options=None) -> Obse
     return cls.from_options(event_shape, options) if options is not None else cls(event_shape)
 
 
+from . import eight_bit  # noqa: E402,F401  (registers the 8-bit likelihoods)
+
 __all__ = ["OBSERVATIONS", "BernoulliObservation", "GaussianObservation", "Observation",
-           "observation_for", "register_observation"]
+           "observation_for", "reduce_to", "register_observation"]
