@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..estimators.base import Losses
 from ..evaluation import Evaluation, mean_and_se, model_device
 from ..families import FitJob, OwnObjectiveFamily, register_family
-from ..nn import MLP
+from ..nn import build_network
 from ..observations import OBSERVATIONS, GaussianObservation, Observation, observation_for
 from ..options import off_or_positive, one_of, option, positive
 from .base import LegacyStateMixin, NetworkOptions, resolve_options, shape_of
@@ -68,6 +68,12 @@ class AutoencoderOptions(NetworkOptions):
 class StackedAutoencoderOptions(AutoencoderOptions):
     pretrain_epochs: int = option(5, "epochs of greedy pre-training per layer",
                                   check=off_or_positive)
+
+    def check(self) -> None:
+        super().check()
+        if self.net not in ("auto", "mlp"):
+            raise ConfigError("stacked-autoencoder pre-trains its layers one by one: it takes "
+                              "--net mlp")
 
 
 def reconstruction_error(out: torch.Tensor, x: torch.Tensor,
@@ -133,11 +139,15 @@ class Autoencoder(LegacyStateMixin, nn.Module):
         self.latent_dim = int(opts.latent_dim)
         self.noise, self.noise_level = opts.noise, float(opts.noise_level)
         observation = observation_for(opts.likelihood, self.event_shape)
-        self.encoder_net = MLP(self.event_shape, opts.hidden_sizes, self.latent_dim,
-                               opts.activation, activate_output=True)
-        self.decoder_net = MLP(self.latent_dim, tuple(reversed(opts.hidden_sizes)),
-                               observation.param_shape, opts.activation)
+        ev, net = self.event_shape, self._net(opts)
+        self.encoder_net = build_network(net, ev, (self.latent_dim,), opts,
+                                         activate_output=True, event_shape=ev)
+        self.decoder_net = build_network(net, (self.latent_dim,), observation.param_shape, opts,
+                                         reverse=True, event_shape=ev)
         self.observation = observation
+
+    def _net(self, opts) -> str:
+        return opts.net
 
     @property
     def likelihood(self) -> str:
@@ -190,6 +200,9 @@ class StackedAutoencoder(Autoencoder):
     every layer is a denoising autoencoder."""
 
     options_class = StackedAutoencoderOptions
+
+    def _net(self, opts) -> str:
+        return "mlp"                       # its layers are pre-trained one by one
 
     def layer_pairs(self) -> list[tuple[nn.Module, nn.Module, str]]:
         """``(encoder block, decoder block, likelihood)`` for each layer, bottom first: the

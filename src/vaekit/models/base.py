@@ -17,18 +17,25 @@ from torch.distributions import Distribution
 
 from ..nn import ACTIVATIONS, NETWORKS, as_shape
 from ..observations import OBSERVATIONS, Observation
-from ..options import Options, nonnegative, one_of, option, positive, widths
+from ..options import Options, nonnegative, off_or_positive, one_of, option, positive, widths
 
 
 @dataclass
 class NetworkOptions(Options):
     """Options of a family with an encoder and a decoder network."""
 
-    net: str = option("mlp", "network of the encoder and the decoder: mlp",
-                      check=one_of(NETWORKS.names))
-    hidden_sizes: list[int] = option([200, 200], "hidden layer widths of the encoder, e.g. "
+    net: str = option("auto", "network of the encoder and the decoder: mlp | conv | auto "
+                              "(conv for colour images, mlp otherwise)",
+                      check=one_of(lambda: ["auto", *NETWORKS.names()]))
+    hidden_sizes: list[int] = option([200, 200], "MLP: hidden layer widths of the encoder, e.g. "
                                                  "200,200 (the decoder mirrors them)",
                                      check=widths(allow_empty=False))
+    conv_channels: list[int] = option([32, 64], "conv: channels of the encoder's 4x4 stride-2 "
+                                                "convolutions, one per halving of the image "
+                                                "(the decoder mirrors them)",
+                                      check=widths(allow_empty=False))
+    conv_residual_blocks: int = option(0, "conv: residual blocks at the smallest resolution "
+                                          "(0: none)", check=off_or_positive)
     activation: str = option("tanh", "hidden activation: " + ", ".join(ACTIVATIONS),
                              check=one_of(ACTIVATIONS))
 

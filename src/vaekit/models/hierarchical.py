@@ -48,9 +48,10 @@ class ConditionalGaussian(nn.Module):
     """h -> N(mu(h), diag sigma(h)^2), one MLP with a 2*out_dim output (mean, log sigma)."""
 
     def __init__(self, in_shape: int | Sequence[int], hidden_sizes: Sequence[int],
-                 out_dim: int, activation: str = "tanh") -> None:
+                 out_dim: int, activation: str = "tanh", net: nn.Module | None = None) -> None:
         super().__init__()
-        self.net = MLP(in_shape, hidden_sizes, 2 * out_dim, activation)
+        self.net = net if net is not None else MLP(in_shape, hidden_sizes, 2 * out_dim,
+                                                   activation)
 
     def forward(self, h: torch.Tensor, frozen: bool = False) -> Distribution:
         """``h: (..., *in_shape)``; ``frozen`` evaluates the MLP with detached weights (the
@@ -144,8 +145,10 @@ class HierarchicalVAE(LatentVariableModel):
         self.latent_dim = sum(self.latent_dims)
         L = len(self.latent_dims)
         hidden, upper, act = opts.hidden_sizes, opts.upper_hidden_sizes, opts.activation
+        ev = self.event_shape
+        bottom = build_network(opts.net, ev, (2 * self.latent_dims[0],), opts, event_shape=ev)
         self.q_layers = nn.ModuleList(
-            [ConditionalGaussian(self.event_shape, hidden, self.latent_dims[0], act)]
+            [ConditionalGaussian(ev, hidden, self.latent_dims[0], act, net=bottom)]
             + [ConditionalGaussian(self.latent_dims[i - 1], upper, self.latent_dims[i], act)
                for i in range(1, L)])
         self.p_layers = nn.ModuleList(     # p(z_i | z_{i+1}) for i = 0 .. L-2
@@ -153,7 +156,8 @@ class HierarchicalVAE(LatentVariableModel):
                                  self.latent_dims[i], act) for i in range(L - 1)])
         observation = observation_for(opts.likelihood, self.event_shape, opts)
         self.decoder_net = build_network(opts.net, (self.latent_dims[0],),
-                                         observation.param_shape, opts, reverse=True)
+                                         observation.param_shape, opts, reverse=True,
+                                         event_shape=ev)
         self.top_prior = StandardNormalPrior(self.latent_dims[-1])
         self.observation = observation
         self._register_legacy_hook()

@@ -60,10 +60,11 @@ class VAE(LatentVariableModel):
         self.latent_dim = int(opts.latent_dim)
         self.posterior_head = build_posterior(opts.posterior, self.latent_dim)
         observation = observation_for(opts.likelihood, self.event_shape, opts)
-        self.encoder_net = build_network(opts.net, self.event_shape,
-                                         (self.posterior_head.num_inputs,), opts)
+        ev = self.event_shape
+        self.encoder_net = build_network(opts.net, ev, (self.posterior_head.num_inputs,), opts,
+                                         event_shape=ev)
         self.decoder_net = build_network(opts.net, (self.latent_dim,), observation.param_shape,
-                                         opts, reverse=True)
+                                         opts, reverse=True, event_shape=ev)
         self.latent_prior = build_prior(opts.prior, self.latent_dim)
         self.observation = observation              # registered last: 0.1's parameter order
         self._register_legacy_hook()

@@ -122,9 +122,10 @@ class VQVAE(LegacyStateMixin, nn.Module):
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.encoder_net = build_network(opts.net, self.event_shape, (M * d,), opts)
-            self.decoder_net = build_network(opts.net, (M * d,), self.event_shape, opts,
-                                             reverse=True)
+            ev = self.event_shape
+            self.encoder_net = build_network(opts.net, ev, (M * d,), opts, event_shape=ev)
+            self.decoder_net = build_network(opts.net, (M * d,), ev, opts, reverse=True,
+                                             event_shape=ev)
             self.quantizer = VectorQuantizerEMA(K, d, opts.ema_decay, opts.dead_code_threshold,
                                                 laplace_eps)
             self.code_prior = CODE_PRIORS.get(opts.code_prior)(
