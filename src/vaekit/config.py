@@ -42,8 +42,12 @@ class DataConfig(Options):
     section = "the data section"
     dataset: str = option("mnist-5k", "dataset name (mnist-5k, binarized-mnist, mnist, "
                                       "fashion-mnist, cifar10, colored-mnist, "
-                                      "gaussian-mixture-2d) or a .npy/.npz path")
+                                      "gaussian-mixture-2d), a folder of images, or a "
+                                      ".npy/.npz path")
     data_dir: str | None = option(None, "directory searched first for named datasets' files")
+    image_size: int | None = option(None, "a folder of images: resize (shorter side) and "
+                                          "centre-crop every image to N x N",
+                                    check=lambda name, v: v is None or positive(name, v))
     binarization: str = option(
         "auto",
         "auto | dynamic | none. dynamic: a fresh Bernoulli draw of the grey levels at every "

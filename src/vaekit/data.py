@@ -81,6 +81,7 @@ class Dataset:
     test_labels: torch.Tensor | None = None
     _binary: bool | None = field(default=None, repr=False)
     divisor: float = 1.0
+    label_names: list[str] | None = None       # the class of each label value, when named
     _values: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -530,12 +531,18 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_dataset(name_or_path: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """A named dataset (:data:`DATASETS`) or a user's ``.npy``/``.npz`` file.
+def load_dataset(name_or_path: str, data_dir: str | os.PathLike | None = None, *,
+                 image_size: int | None = None) -> Dataset:
+    """A named dataset (:data:`DATASETS`), a folder of images
+    (:func:`vaekit.folders.load_image_folder`, resized and centre-cropped to ``image_size``
+    when given) or a user's ``.npy``/``.npz`` file.
 
     Raises:
         DataNotFoundError, DataError: see the loaders.
     """
     if name_or_path in DATASETS:
         return DATASETS[name_or_path](data_dir)
+    if Path(name_or_path).expanduser().is_dir():
+        from .folders import load_image_folder
+        return load_image_folder(name_or_path, image_size)
     return load_array_file(name_or_path)

@@ -66,8 +66,8 @@ def _stderr(msg: str) -> None:
 
 
 def default_run_dir(config: Config) -> Path:
-    name = Path(config.data.dataset).stem if config.data.dataset.endswith((".npz", ".npy")) \
-        else config.data.dataset
+    p = Path(config.data.dataset).expanduser()
+    name = p.stem if p.suffix in (".npz", ".npy") else p.name if p.is_dir() else p.name
     return Path("runs") / f"{name}-{config.family.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -77,7 +77,7 @@ def _absolute_paths(config: Config) -> Config:
     if data.data_dir is not None:
         data = dataclasses.replace(data, data_dir=str(Path(data.data_dir).expanduser().resolve()))
     p = Path(data.dataset).expanduser()
-    if data.dataset.endswith((".npz", ".npy")) and p.exists():
+    if (data.dataset.endswith((".npz", ".npy")) or p.is_dir()) and p.exists():
         data = dataclasses.replace(data, dataset=str(p.resolve()))
     return dataclasses.replace(config, data=data)
 
@@ -85,7 +85,8 @@ def _absolute_paths(config: Config) -> Config:
 def prepare_data(config: Config) -> tuple[Dataset, str]:
     """Load the configured dataset, check it against the observation model, resolve the
     binarization."""
-    dataset = load_dataset(config.data.dataset, config.data.data_dir)
+    dataset = load_dataset(config.data.dataset, config.data.data_dir,
+                           image_size=config.data.image_size)
     return dataset, check_data(config.family, config.model, dataset, config.data.binarization)
 
 
