@@ -399,7 +399,9 @@ def _cmd_gradients(args) -> int:
                           names, ks, args.draws, args.seed, estimator_state=state)
     out = Path(args.out) if args.out else run.path
     write_json(out / "gradients.json", rows)
-    plotting.save_figure(plotting.plot_gradient_study(rows), out / "gradients.png")
+    title = (f"gradient estimators at {run.path.name} ({args.checkpoint}), batch of "
+             f"{x.shape[0]}, {args.draws} draws each")
+    plotting.save_figure(plotting.plot_gradient_study(rows, title=title), out / "gradients.png")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -287,10 +287,11 @@ class Family:
                 out.append(("interpolations.png", plotting.plot_interpolations(paths, shape)))
         if embed and self.latent_dim(model) == 2:
             if shape is not None and self.supports("latent_grid"):
-                images, _ = sampling.latent_grid(model, 20)
-                out.append(("manifold.png", plotting.plot_manifold(images, shape, 20)))
+                images, z = sampling.latent_grid(model, 20)
+                out.append(("manifold.png", plotting.plot_manifold(images, shape, 20, z=z)))
             out.append(("latent.png", plotting.plot_latent(
-                sampling.embeddings(model, x_test).cpu(), labels)))
+                sampling.embeddings(model, x_test).cpu(), labels,
+                label_names=ds.label_names)))
         return out + self.extra_figures(ctx)
 
     def curves(self, ctx: FigureContext):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .io import atomic_path
 
@@ -49,13 +51,69 @@ def _show(ax, grid: np.ndarray) -> None:
         ax.imshow(np.clip(grid, 0, 1), interpolation="nearest")
 
 
-def _image_figure(grid: np.ndarray, title: str, scale: float = 0.06) -> Figure:
+TITLE_POINTS_PER_INCH = 1.5
+"""Title font size of the image grids in points per inch of figure width (clipped to
+[10, 40]): the grids are about 2000 pixels wide and shown in the README at about a third of
+that, where a 17-inch figure's 25-point title is still about 14 pixels high."""
+
+
+def _title_fontsize(width: float) -> float:
+    return float(np.clip(TITLE_POINTS_PER_INCH * width, 10.0, 40.0))
+
+
+def _wrap(title: str, width: float, fontsize: float) -> list[str]:
+    """``title`` broken into lines that fit ``width`` inches at ``fontsize`` points (an
+    average character taken as 0.6 em, a little wider than DejaVu Sans')."""
+    chars = max(10, int(0.92 * width * 72 / (0.6 * fontsize)))
+    return textwrap.wrap(title, chars) or [""]
+
+
+def _grid_ticks(ax, coords, cell: int, axis: str, fontsize: float, spacing: float) -> None:
+    """Ticks at the centres of the grid's cells, labelled with ``coords`` (every k-th one when
+    the labels would touch: ``spacing`` is the cells' distance in inches)."""
+    labels = [f"{v:.2f}" for v in coords]
+    pos = [i * cell + (cell - 1) / 2 for i in range(len(coords))]
+    need = (max(len(t) for t in labels) * 0.6 + 1.0) * fontsize / 72 if axis == "x" \
+        else 1.6 * fontsize / 72
+    step = max(1, math.ceil(need / spacing))
+    shown = list(range(len(coords)))[(len(coords) - 1) % step::step]   # keep the last one
+    set_ticks = ax.set_xticks if axis == "x" else ax.set_yticks
+    set_ticks([pos[i] for i in shown], [labels[i] for i in shown], fontsize=fontsize)
+    set_ticks(pos, minor=True)
+
+
+def _image_figure(grid: np.ndarray, title: str, scale: float = 0.06,
+                  axes_values: tuple | None = None) -> Figure:
+    """One image grid, ``scale`` inches per pixel, with a title whose font grows with the
+    figure's width (wrapped to fit it). ``axes_values``: ``(column values, row values, cell
+    height, cell width, x label, y label)`` draws them as ticks at the cells' centres;
+    without it the axes are off."""
     h, w = grid.shape[:2]
-    fig = Figure(figsize=(max(3.0, w * scale), max(2.0, h * scale + 0.5)))
+    width = max(3.0, w * scale)
+    fontsize = _title_fontsize(width)
+    lines = _wrap(title, width, fontsize)
+    title_h = (1.3 * len(lines) + 1.0) * fontsize / 72 + 0.3      # lines, pad and margins
+    extra_w = extra_h = 0.0
+    if axes_values is not None:
+        tick_fs = 0.7 * fontsize
+        extra_w = 5.5 * 0.6 * tick_fs / 72 + 2.5 * fontsize / 72     # tick labels + y label
+        extra_h = 2.0 * tick_fs / 72 + 1.8 * fontsize / 72
+    fig = Figure(figsize=(width + extra_w, max(2.0, h * scale + title_h + extra_h)))
     ax = fig.add_subplot()
     _show(ax, grid)
-    ax.set_title(title, fontsize=10)
-    ax.axis("off")
+    ax.set_anchor("N")          # the title stays where tight_layout put it when aspect shrinks
+    ax.set_title("\n".join(lines), fontsize=fontsize)
+    if axes_values is None:
+        ax.axis("off")
+    else:
+        cols, rows, cell_h, cell_w, xlabel, ylabel = axes_values
+        tick_fs = 0.7 * fontsize
+        _grid_ticks(ax, cols, cell_w, "x", tick_fs, cell_w * scale)
+        _grid_ticks(ax, rows, cell_h, "y", tick_fs, cell_h * scale)
+        ax.tick_params(which="major", length=0.35 * tick_fs, width=max(1.0, tick_fs / 12))
+        ax.tick_params(which="minor", length=0.2 * tick_fs, width=max(0.8, tick_fs / 16))
+        ax.set_xlabel(xlabel, fontsize=0.85 * fontsize)
+        ax.set_ylabel(ylabel, fontsize=0.85 * fontsize)
     fig.tight_layout()
     return fig
 
@@ -110,21 +168,97 @@ def plot_interpolation_panels(panels: Sequence[tuple], image_shape: Sequence[int
     return fig
 
 
-def plot_manifold(images, image_shape: Sequence[int], n: int) -> Figure:
+def _grid_coordinates(z, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The z1 values of the manifold's columns and the z2 values of its rows (top down)."""
+    z = _np(z).astype(float)
+    if z.ndim == 1 and z.shape[0] == n:          # the quantiles, laid out as latent_grid does
+        return z, z[::-1]
+    if z.ndim == 2 and z.shape == (n * n, 2):    # rows top-left to bottom-right
+        return z[:n, 0], z[::n, 1]
+    raise ValueError(f"plot_manifold: z must be ({n * n}, 2) or ({n},), got {z.shape}")
+
+
+def plot_manifold(images, image_shape: Sequence[int], n: int, z=None) -> Figure:
     """The decoded 2-D latent manifold: ``images: (n*n, D)`` from
-    :func:`vaekit.sampling.latent_grid`."""
+    :func:`vaekit.sampling.latent_grid`.
+
+    Args:
+        z: where the grid was decoded, drawn as ticks on the axes z1 (columns) and z2 (rows):
+            ``(n*n, 2)`` as :func:`~vaekit.sampling.latent_grid` returns it (rows of the grid
+            top-left to bottom-right), or the ``n`` quantiles as one array (z1 = q along the
+            columns, z2 = q reversed down the rows, latent_grid's layout). None: no axes.
+    """
+    c, h, w = _chw(image_shape)
+    axes = None
+    if z is not None:
+        cols, rows = _grid_coordinates(z, n)
+        axes = (cols, rows, h, w, "$z_1$", "$z_2$")
     return _image_figure(np.clip(tile_images(images, image_shape, n, pad=0), 0, 1),
-                         "decoded latent grid (N(0,1) quantiles of z1, z2)", scale=0.03)
+                         "decoded latent grid (N(0,1) quantiles of z1, z2)", scale=0.03,
+                         axes_values=axes)
 
 
-def plot_latent(mu, labels=None, title: str = "test set posterior means E_q[z|x]") -> Figure:
-    """Scatter of 2-D posterior means ``mu: (N, 2)``, coloured by ``labels`` when given."""
+MAX_LEGEND_LABELS = 20
+"""Labels with at most this many distinct integer values get one colour each and a legend;
+more (or non-integer ones) a continuous colour bar."""
+
+
+def _label_colours(values: np.ndarray) -> dict | None:
+    """A colour for each distinct integer label value (``tab10``, ``tab20`` beyond ten); the
+    value itself picks the colour when it can, so that the same label has the same colour in
+    every figure. None: too many values, or not integers."""
+    values = np.asarray(values)
+    if values.size == 0 or not np.all(np.isfinite(values.astype(float))):
+        return None
+    distinct = np.unique(values)
+    if not np.all(distinct == np.round(distinct)) or len(distinct) > MAX_LEGEND_LABELS:
+        return None
+    distinct = distinct.astype(int)
+    size = 10 if len(distinct) <= 10 else 20
+    from matplotlib import colormaps
+    palette = colormaps["tab10" if size == 10 else "tab20"].colors
+    by_value = distinct.min() >= 0 and distinct.max() < size
+    return {int(v): palette[v if by_value else i] for i, v in enumerate(distinct)}
+
+
+def _label_name(value: int, label_names: Sequence[str] | None) -> str:
+    if label_names is not None and 0 <= value < len(label_names):
+        return str(label_names[value])
+    return str(value)
+
+
+def _discrete_legend(ax, colours: dict, label_names, title: str, shown=None, **kw):
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=6, color=c,
+                      label=_label_name(v, label_names))
+               for v, c in colours.items() if shown is None or v in shown]
+    return ax.legend(handles=handles, title=title, fontsize=8, title_fontsize=8,
+                     loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kw)
+
+
+def _point_colours(labels: np.ndarray, colours: dict) -> np.ndarray:
+    return np.array([colours[int(v)] for v in labels]).reshape(-1, 3)
+
+
+def plot_latent(mu, labels=None, title: str = "test set posterior means E_q[z|x]",
+                label_names: Sequence[str] | None = None) -> Figure:
+    """Scatter of 2-D posterior means ``mu: (N, 2)``, coloured by ``labels`` when given: one
+    colour per label with a legend (``label_names[i]`` names label i; default: the integers),
+    or a colour bar for more than :data:`MAX_LEGEND_LABELS` labels or non-integer ones."""
     mu = _np(mu)
-    fig = Figure(figsize=(5.5, 4.8))
+    labels = None if labels is None else _np(labels).reshape(-1)
+    colours = None if labels is None else _label_colours(labels)
+    longest = max((len(_label_name(v, label_names)) for v in colours), default=0) \
+        if colours else 0
+    fig = Figure(figsize=(min(9.0, 5.0 + 0.07 * longest), 4.8))
     ax = fig.add_subplot()
-    if labels is not None:
-        labels = _np(labels)
-        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+    if colours is not None:
+        ax.scatter(mu[:, 0], mu[:, 1], c=_point_colours(labels, colours), s=6, alpha=0.8,
+                   linewidths=0)
+        _discrete_legend(ax, colours, label_names, "label", markerscale=1.0)
+    elif labels is not None:
+        sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="viridis", s=6, alpha=0.8)
         cb = fig.colorbar(sc, ax=ax)
         cb.set_label("label")
     else:
@@ -181,27 +315,61 @@ def plot_monitor_curves(rows: Sequence[dict]) -> Figure:
     return fig
 
 
-def plot_latent_panels(panels: Sequence[tuple]) -> Figure:
-    """Side-by-side scatter of 2-D posterior means: ``panels`` of (title, mu (N, 2), labels)."""
-    fig = Figure(figsize=(4.2 * len(panels), 4.0))
+def plot_latent_panels(panels: Sequence[tuple],
+                       label_names: Sequence[str] | None = None) -> Figure:
+    """Side-by-side scatter of 2-D posterior means: ``panels`` of (title, mu (N, 2), labels).
+    Integer labels get the same colour in every panel and one legend (right of the last
+    panel; ``label_names[i]`` names label i, default: the integers)."""
+    given = [_np(lab).reshape(-1) for _, _, lab in panels if lab is not None]
+    colours = _label_colours(np.concatenate(given)) if given else None
+    longest = max((len(_label_name(v, label_names)) for v in colours), default=0) \
+        if colours else 0
+    fig = Figure(figsize=(4.2 * len(panels) + (0.6 + 0.07 * longest if colours else 0), 4.0))
+    ax = None
     for i, (title, mu, labels) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         mu = _np(mu)
-        kw = {"c": _np(labels), "cmap": "tab10"} if labels is not None else {}
+        if labels is None:
+            kw = {}
+        elif colours is not None:
+            kw = {"c": _point_colours(_np(labels).reshape(-1), colours), "linewidths": 0}
+        else:
+            kw = {"c": _np(labels), "cmap": "viridis"}
         ax.scatter(mu[:, 0], mu[:, 1], s=4, alpha=0.7, **kw)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("$z_1$")
         ax.set_ylabel("$z_2$")
+    if colours is not None and ax is not None:
+        _discrete_legend(ax, colours, label_names, "label")
     fig.tight_layout()
     return fig
 
 
-def plot_gradient_study(rows: Sequence[dict]) -> Figure:
+GRADIENT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+GRADIENT_LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
+
+
+def plot_gradient_study(rows: Sequence[dict], title: str | None = None,
+                        offset: float = 0.02) -> Figure:
     """SNR and variance of gradient estimators against K, for theta and phi (rows from
-    :func:`vaekit.gradients.gradient_study`)."""
-    fig = Figure(figsize=(10, 7))
+    :func:`vaekit.gradients.gradient_study`).
+
+    Each estimator has its own marker (open, so that one under another shows) and line
+    style, and its points are shifted sideways by a few ``offset`` decades of K, so that
+    estimators with the same values (STL's theta gradient is the ELBO's) stay visible.
+
+    Args:
+        title: the figure's title (e.g. the run and checkpoint); None: none.
+        offset: the sideways shift between neighbouring estimators, in decades of K (0: the
+            points at K itself).
+    """
+    fig = Figure(figsize=(10, 7.4 if title else 7))
     rows = [r for r in rows if "skipped" not in r]
     names = list(dict.fromkeys(r["estimator"] for r in rows))
+    shift = {name: 10 ** (offset * (i - (len(names) - 1) / 2)) for i, name in enumerate(names)}
+    style = {name: {"marker": GRADIENT_MARKERS[i % len(GRADIENT_MARKERS)],
+                    "linestyle": GRADIENT_LINESTYLES[i % len(GRADIENT_LINESTYLES)],
+                    "color": f"C{i % 10}"} for i, name in enumerate(names)}
     for col, group in enumerate(("model", "inference")):
         for row, (key, label) in enumerate((("snr_mean", "mean SNR |E g| / std g"),
                                             ("variance", "mean variance of g"))):
@@ -211,7 +379,9 @@ def plot_gradient_study(rows: Sequence[dict]) -> Figure:
                              if r["estimator"] == name and r["group"] == group)
                 if pts:
                     ks, vs = zip(*pts, strict=True)
-                    ax.plot(ks, vs, marker="o", label=name)
+                    ax.plot([k * shift[name] for k in ks], vs, label=name, markersize=7,
+                            markerfacecolor="none", markeredgewidth=1.5, linewidth=1.4,
+                            **style[name])
             ax.set_xscale("log")
             ax.set_yscale("log")
             ks_all = sorted({r["num_samples"] for r in rows})
@@ -223,7 +393,10 @@ def plot_gradient_study(rows: Sequence[dict]) -> Figure:
                          fontsize=10)
             ax.grid(alpha=0.3)
             if row == 0 and col == 0:
-                ax.legend(fontsize=8)
+                ax.legend(fontsize=8, title="estimator (points shifted in K)" if offset and
+                          len(names) > 1 else None, title_fontsize=8)
+    if title:
+        fig.suptitle("\n".join(_wrap(title, 10, 12)), fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -335,9 +508,11 @@ def _ellipses(ax, mixture, n_std: float, **style) -> None:
 
 
 def plot_mixture_2d(x, labels=None, true_mixture: object | None = None,
-                    fitted_mixture: object | None = None, n_std: float = 2.0) -> Figure:
-    """Points in R^2 coloured by label, with the ``n_std``-standard-deviation ellipses of the
-    true (solid black) and fitted (dashed red) Gaussian components.
+                    fitted_mixture: object | None = None, n_std: float = 2.0, *,
+                    color_by: str = "auto", label_names: Sequence[str] | None = None) -> Figure:
+    """Points in R^2 coloured by the fitted mixture's most probable component (or by label),
+    with the ``n_std``-standard-deviation ellipses of the true (solid black) and fitted
+    (dashed red) Gaussian components. The title says what the colours are.
 
     Args:
         x: ``(N, 2)`` points.
@@ -345,21 +520,58 @@ def plot_mixture_2d(x, labels=None, true_mixture: object | None = None,
         true_mixture, fitted_mixture: :class:`~vaekit.mixtures.GaussianMixture` with D = 2
             (full or diagonal), or None.
         n_std: ellipse half-axes in standard deviations (2: about 86% of a 2-D Gaussian's mass).
+        color_by: ``"fitted"``: each point's most probable component under ``fitted_mixture``
+            (``fitted_mixture.predict(x)``); ``"labels"``: ``labels``; ``"auto"``: the fitted
+            components when a fitted mixture is given, else the labels when given.
+        label_names: ``label_names[i]`` names label i in the legend (default: the integers).
 
     Raises:
-        ValueError: ``x`` is not ``(N, 2)``, or a mixture is not a 2-D Gaussian mixture.
+        ValueError: ``x`` is not ``(N, 2)``, a mixture is not a 2-D Gaussian mixture, or
+            ``color_by`` asks for what is not given.
     """
     from matplotlib.lines import Line2D
 
     x = _np(x)
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"plot_mixture_2d needs x of shape (N, 2), got {x.shape}")
-    fig = Figure(figsize=(6.5, 5.5))
+    if color_by not in ("auto", "fitted", "labels"):
+        raise ValueError(f"color_by must be auto, fitted or labels, got {color_by!r}")
+    if color_by == "auto":
+        color_by = ("fitted" if fitted_mixture is not None else
+                    "labels" if labels is not None else "none")
+    if color_by == "fitted" and fitted_mixture is None:
+        raise ValueError("color_by='fitted' needs a fitted_mixture")
+    if color_by == "labels" and labels is None:
+        raise ValueError("color_by='labels' needs labels")
+    fig = Figure(figsize=(7.2, 5.5))
     ax = fig.add_subplot()
-    c = None if labels is None else _np(labels)
-    ax.scatter(x[:, 0], x[:, 1], c=c, cmap="tab10" if c is not None else None, s=5, alpha=0.5,
-               vmin=0 if c is not None else None, vmax=9 if c is not None else None,
-               linewidths=0)
+    names, values = label_names, None
+    if color_by == "fitted":
+        values = _np(fitted_mixture.predict(torch.as_tensor(x))).reshape(-1)
+        k = len(_np(fitted_mixture.means_))
+        colours = _label_colours(np.arange(k))
+        names = [f"{i}" for i in range(k)]
+        title = r"colour: most probable fitted component, $\mathrm{argmax}_k\,p(k \mid x)$"
+        legend_title = "fitted component"
+    elif color_by == "labels":
+        values = _np(labels).reshape(-1)
+        colours = _label_colours(values)
+        title = "colour: the points' labels"
+        legend_title = "label"
+    else:
+        colours, title = None, ""
+    colour_legend = None
+    if values is not None and colours is not None:
+        ax.scatter(x[:, 0], x[:, 1], c=_point_colours(values, colours), s=7, alpha=0.6,
+                   linewidths=0)
+        colour_legend = _discrete_legend(ax, colours, names, legend_title,
+                                         shown=set(values.astype(int).tolist()))
+    elif values is not None:                         # many or non-integer labels
+        sc = ax.scatter(x[:, 0], x[:, 1], c=values, cmap="viridis", s=5, alpha=0.5,
+                        linewidths=0)
+        fig.colorbar(sc, ax=ax).set_label(legend_title)
+    else:
+        ax.scatter(x[:, 0], x[:, 1], s=5, alpha=0.5, linewidths=0)
     handles = []
     if true_mixture is not None:
         _ellipses(ax, true_mixture, n_std, edgecolor="k", linewidth=1.8)
@@ -370,12 +582,18 @@ def plot_mixture_2d(x, labels=None, true_mixture: object | None = None,
         handles.append(Line2D([], [], color="tab:red", linewidth=1.5, linestyle="--",
                               label="fitted (EM)"))
     if handles:
+        if colour_legend is not None:
+            ax.add_artist(colour_legend)     # kept when ax.legend makes the ellipses' legend
         ax.legend(handles=handles, fontsize=8, title=f"{n_std:g}-sd ellipses", title_fontsize=8)
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
-    ax.set_title("mixture of Gaussians: data coloured by component", fontsize=10)
+    ax.set_title("mixture of Gaussians" + (f"\n{title}" if title else ""), fontsize=10)
     fig.tight_layout()
+    if colour_legend is not None and colour_legend is not ax.get_legend():
+        # tight_layout leaves out legends added as artists: make room for it right of the axes
+        room = colour_legend.get_window_extent().width / fig.bbox.width
+        fig.tight_layout(rect=(0.0, 0.0, 1.0 - room - 0.02, 1.0))
     return fig
 
 
@@ -389,6 +607,7 @@ def plot_em_history(history: Sequence[float] | Mapping[str, Sequence[float]]) ->
     for name, h in runs.items():
         h = np.asarray([float(v) for v in h])
         ax.plot(np.arange(len(h)), h, marker="o", markersize=3, label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("EM iteration (0 = initialisation)")
     ax.set_ylabel("mean log p(x) per point (nats)")
     ax.set_title("EM never decreases the log-likelihood", fontsize=10)

@@ -57,8 +57,8 @@ class GaussianMixtureFamily(_MixtureFamily):
                 from ...synthetic import true_gaussian_mixture_2d
                 truth = true_gaussian_mixture_2d()
             _, labels = ctx.dataset.split("test")
-            out.append(("mixture.png", plotting.plot_mixture_2d(ctx.test_values(), labels,
-                                                               truth, ctx.model)))
+            out.append(("mixture.png", plotting.plot_mixture_2d(
+                ctx.test_values(), labels, truth, ctx.model, color_by="fitted")))
         return out
 
 
