@@ -19,6 +19,19 @@ needs_shared_data = pytest.mark.skipif(
            "(CI provides it; or set VAEKIT_SHARED_DATA)")
 
 
+# a training run of a couple of seconds on the command line
+TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden-sizes", "16", "--batch-size", "32",
+        "--eval-num-samples", "20", "--no-progress"]
+
+
+def run_cli(capsys, *argv):
+    """``vaekit ARGV...`` in-process: ``(exit code, stdout, stderr)``."""
+    from vaekit.cli import main
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never read or write the user's cache, and never see their VAEKIT_DATA_DIR."""

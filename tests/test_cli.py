@@ -11,20 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_cli
 from test_download import server  # noqa: F401  (fixture)
 
 import vaekit.data as data
-from vaekit.cli import main
 from vaekit.runs import evaluate_run, load_run
 
-TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden-sizes", "16", "--batch-size", "32",
-        "--eval-num-samples", "20", "--no-progress"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture
@@ -118,7 +111,7 @@ def _save(tmp_path, name, array):
     (["train", "--epochs", "abc"], "epochs must be an integer, got 'abc'"),
     (["train", "--latent-dim", "0"], "latent_dim must be a positive integer"),
     (["train", "--lr", "-1"], "lr must be a positive number"),
-    (["train", "--likelihood", "poisson"], "likelihood must be one of bernoulli, gaussian"),
+    (["train", "--likelihood", "poisson"], "likelihood must be one of auto, bernoulli, gaussian"),
     (["train", "--config", "nope.toml"], "neither a preset"),
     (["train", "--data", "missing.npz"], "missing.npz does not exist"),
     (["evaluate", "no-such-run"], "run directory no-such-run does not exist"),
@@ -147,13 +140,17 @@ def test_bad_data_give_one_clear_line_and_write_nothing(name, array, expected, t
 
 
 def test_bernoulli_range_error_names_the_fix(tmp_path, capsys):
-    p = _save(tmp_path, "neg.npy", np.linspace(-1, 1, 120).reshape(30, 4))
-    code, _, err = run(capsys, "train", "--data", p, *TINY)
+    p = _save(tmp_path, "neg.npy", np.linspace(-1, 1, 150).reshape(30, 5))
+    code, _, err = run(capsys, "train", "--data", p, "--likelihood", "bernoulli",
+                       "--standardize", "off", *TINY)
     line = _one_line_error(code, err)
     assert "Bernoulli decoder needs values in [0, 1]" in line and "--likelihood gaussian" in line
-    code, _, err = run(capsys, "train", "--data", p, "--likelihood", "gaussian", "--out",
-                       tmp_path / "g", *TINY)
+    # the default (--likelihood auto) models real values by a Gaussian, standardised
+    code, out, err = run(capsys, "train", "--data", p, "--out", tmp_path / "g", *TINY)
     assert code == 0, err
+    config = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert config["model"]["likelihood"] == "gaussian"
+    assert config["data"]["standardize"] == "on"
 
 
 def test_truncated_file_and_checksum_mismatch(tmp_path, capsys, monkeypatch, server):  # noqa: F811
@@ -410,4 +407,4 @@ def test_train_help_groups_options_by_family_and_lists_the_choices(capsys):
     assert "options of the model vqvae:" in out and "--num-latents" in out
     assert "options of the objective elbo:" in out and "--beta" in out
     assert "{vae,hierarchical-vae,autoencoder,stacked-autoencoder,vqvae,gmm," in out
-    assert "auto, elbo, elbo-stl, iwae" in out and "{bernoulli,gaussian,categorical," in out
+    assert "auto, elbo, elbo-stl, iwae" in out and "{auto,bernoulli,gaussian,categorical," in out

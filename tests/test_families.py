@@ -153,7 +153,7 @@ def test_unknown_names_list_the_choices(capsys, tmp_path, monkeypatch):
     for argv, expected in ((["train", "--model", "nope"], "model must be one of vae, "),
                            (["train", "--objective", "nope"], "objective must be one of elbo, "),
                            (["train", "--likelihood", "poisson"],
-                            "likelihood must be one of bernoulli, gaussian")):
+                            "likelihood must be one of auto, bernoulli, gaussian")):
         code, _, err = _run(capsys, *argv)
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 1 and len(lines) == 1 and expected in lines[0], err

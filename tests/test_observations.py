@@ -128,7 +128,7 @@ def test_dequantized_densities_bound_the_8_bit_probability(name):
     obs = observation_for(name, (1,), OPTS)
     loc = torch.tensor([[0.3]])
     dist = obs(loc)
-    s = float(obs.std())
+    s = float(obs.std().detach())
     if name == "dequantized-gaussian":
         cdf = lambda y: torch.distributions.Normal(0.3, s).cdf(y)    # noqa: E731
     else:

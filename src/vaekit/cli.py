@@ -238,8 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the rows as JSON")
     i.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch)")
 
-    s = sub.add_parser("sample", help="draw samples, reconstructions and other figures of a run")
+    s = sub.add_parser("sample", help="draw samples, reconstructions and other figures of a run",
+                       description="Draw a run's figures (samples, reconstructions, ...) into "
+                                   "its directory or --out DIR; with --out FILE.npy or "
+                                   "FILE.csv, write the samples themselves instead: draws x ~ "
+                                   "p(x) in the data's original units (a table's columns by "
+                                   "name).")
     s.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
+    s.add_argument("--num", type=int, default=100, metavar="N",
+                   help="how many samples (default 100)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    s.add_argument("--out", metavar="DIR|FILE",
+                   help="a directory for the figures (default: RUN), or a .npy / .csv file "
+                        "for the samples themselves")
+    s.add_argument("--mean", action="store_true",
+                   help="with a .npy/.csv --out: write the means E[x|z] instead of draws")
     s.add_argument("--checkpoint", choices=("best", "last"), default="best")
     s.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
     s.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
@@ -295,7 +308,11 @@ def format_eval(r) -> str:
     width = max(len(a) for a, _ in rows)
     head = (f"{r['dataset']} {r['split']} set, {r['num_examples']} examples; "
             f"binarization: {r['binarization']}; in nats per example (mean ± s.e.)")
-    return "\n".join([head] + [f"  {a:<{width}}  {b}" for a, b in rows])
+    lines = [head] + [f"  {a:<{width}}  {b}" for a, b in rows]
+    if r.get("log_jacobian") is not None:
+        lines.append(f"  (the model saw standardised values; log-densities are in the original "
+                     f"units: log |dx'/dx| = {r['log_jacobian']:.2f} nats added)")
+    return "\n".join(lines)
 
 
 def _json_default(o):
@@ -320,8 +337,11 @@ def _cmd_train(args) -> int:
     if figures:
         print("  figures: " + ", ".join(figures))
     unit = tr["unit"]
+    lj = tr.get("log_jacobian")
+    units = ("" if lj is None else f" of the standardised data "
+             f"({tr['best_valid_score'] + lj:.2f} in the original units)")
     print(f"trained {tr['epochs']} {unit} in {tr['seconds']:.1f} s ({tr['stopped']}); best "
-          f"validation {tr['valid_name']} {tr['best_valid_score']:.2f} at "
+          f"validation {tr['valid_name']} {tr['best_valid_score']:.2f}{units} at "
           f"{unit[:-1]} {tr['best_epoch']}")
     if "eval" in summary:
         print(format_eval(summary["eval"]))
@@ -346,10 +366,22 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from .runs import load_run, make_figures
+    from .runs import SAMPLE_FORMATS, export_samples, load_run, make_figures
+    if args.num < 1:
+        raise ConfigError(f"--num must be a positive integer, got {args.num}")
+    out = Path(args.out) if args.out else None
+    to_file = out is not None and out.suffix.lower() in SAMPLE_FORMATS
+    if out is not None and not to_file and out.suffix:
+        raise ConfigError(f"--out {out}: give a directory for the figures, or a "
+                          f"{' or '.join(SAMPLE_FORMATS)} file for the samples")
+    if args.mean and not to_file:
+        raise ConfigError("--mean applies to samples written to a .npy or .csv --out")
     run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
                    device=args.device)
-    for p in make_figures(run):
+    if to_file:
+        print(export_samples(run, out, args.num, seed=args.seed, mean=args.mean))
+        return 0
+    for p in make_figures(run, out=out, num_samples=args.num, seed=args.seed):
         print(p)
     return 0
 

@@ -33,6 +33,7 @@ from .errors import ConfigError
 from .options import Options, nonnegative, off_or_positive, one_of, option, positive
 
 BINARIZATIONS = ("auto", "dynamic", "none")
+STANDARDIZE = ("auto", "on", "off")
 LR_SCHEDULES = ("constant", "iwae")
 SECTIONS = ("data", "model", "train")
 
@@ -48,6 +49,15 @@ class DataConfig(Options):
     image_size: int | None = option(None, "a folder of images: resize (shorter side) and "
                                           "centre-crop every image to N x N",
                                     check=lambda name, v: v is None or positive(name, v))
+    columns: str = option("", "a table: the kind of some columns, e.g. age=real,zip=drop "
+                              "(kinds: real, binary, categorical, drop; the others are inferred)")
+    label_column: str | None = option(None, "a table: the column that holds labels (used "
+                                            "by figures, not modelled)")
+    standardize: str = option(
+        "auto", "auto | on | off: standardise real values with the training split's mean and "
+                "standard deviation (log-likelihoods are still reported in the original "
+                "units); auto: on for tables and arrays of real vectors",
+        check=one_of(STANDARDIZE))
     binarization: str = option(
         "auto",
         "auto | dynamic | none. dynamic: a fresh Bernoulli draw of the grey levels at every "
@@ -242,7 +252,13 @@ class Config:
             raise ConfigError(
                 f"{unknown[0]!r} is not an option of the trainer or of objective {resolved} "
                 f"(its options: {takes}); trainer options: {', '.join(sorted(trainer_fields))}")
-        return cls(data=DataConfig.from_values(d.get("data", {}), "the data section"),
+        data = dict(d.get("data", {}))
+        if legacy:
+            # a run written before these options existed was trained without them
+            data.setdefault("standardize", "off")
+            if "likelihood" in family_fields:
+                model.setdefault("likelihood", "bernoulli")
+        return cls(data=DataConfig.from_values(data, "the data section"),
                    model=family.options.from_values(model, f"model {family.name}"),
                    train=TrainConfig.from_values(train),
                    estimator=(est_cls.from_values(est_values, f"objective {resolved}")

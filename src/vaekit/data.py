@@ -34,12 +34,16 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .download import cache_dir, download
 from .errors import ChecksumError, ConfigError, DataError, DataNotFoundError, VaekitWarning
+
+if TYPE_CHECKING:
+    from .tables import TableSchema
 
 SPLIT_SEED = 0          # the permutation that splits mnist-5k and users' single arrays
 # Validation and test sets of grey-level data are binarized once, each split with its own
@@ -82,6 +86,12 @@ class Dataset:
     _binary: bool | None = field(default=None, repr=False)
     divisor: float = 1.0
     label_names: list[str] | None = None       # the class of each label value, when named
+    table: TableSchema | None = None          # a table's columns (vaekit.tables)
+    # whether ``--standardize auto`` standardises these data (tables with real columns, users'
+    # arrays of real vectors), and which values it applies to (``None``: all)
+    auto_standardize: bool = False
+    real_mask: torch.Tensor | None = field(default=None, repr=False)
+    standardization: Standardization | None = None   # set by :func:`standardize`
     _values: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +166,90 @@ class Dataset:
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(values, labels)`` of ``"train"``, ``"valid"`` or ``"test"``."""
         return self.values(name), getattr(self, f"{name}_labels")
+
+    def to_original(self, x: torch.Tensor) -> torch.Tensor:
+        """Values as the model sees them, ``(N, *event_shape)``, in the data's original units
+        (standardisation undone; unchanged when the data are not standardised)."""
+        s = self.standardization
+        return x if s is None else s.to_original(x)
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """Per-value standardisation ``x' = (x - mean) / std`` with the training split's mean and
+    standard deviation (``mean``, ``std``: ``event_shape``; entries left alone have mean 0 and
+    std 1).
+
+    A density of the standardised values is one of the original values times the Jacobian
+    ``prod_j 1 / std_j``: log p(x) = log p'(x') + :attr:`log_abs_det`, which is how results
+    are reported in the original units."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def log_abs_det(self) -> float:
+        """log |dx'/dx| = -sum_j log std_j, in nats per example."""
+        return -float(self.std.double().log().sum())
+
+    def to_original(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * std + mean`` for ``x: (N, *event_shape)``."""
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(),
+                "log_abs_det": self.log_abs_det}
+
+
+def refuse_float_grey_levels(dataset: Dataset) -> None:
+    """Raise :class:`DataError` for images stored as floating-point whole numbers in
+    0..255 with some above 1: they look like 8-bit grey levels, which a model should see as
+    such (uint8, or divided by 255), and ``--likelihood auto`` will not guess."""
+    if dataset.image_shape is None or dataset.levels is not None or dataset.table is not None:
+        return
+    raws = [dataset.raw(s) for s in SPLITS]
+    lo = min(float(r.min()) for r in raws)
+    hi = max(float(r.max()) for r in raws)
+    if lo >= 0 and 1 < hi <= 255 and all(torch.equal(r, r.round()) for r in raws):
+        raise DataError(
+            f"{dataset.name} holds whole numbers in [{lo:g}, {hi:g}] stored as floats: they "
+            "look like 0..255 grey levels; save them as uint8 (vaekit scales them) or divide "
+            "by 255, or pass --likelihood gaussian to model them as real values")
+
+
+def resolve_standardize(requested: str, dataset: Dataset) -> str:
+    """``"on"`` or ``"off"``: ``auto`` standardises tables with real columns and users'
+    arrays of real vectors (values not all within [0, 1]); ``on`` any real-valued data.
+
+    Raises:
+        ConfigError: ``on`` for 8-bit or binary data.
+    """
+    if requested == "auto":
+        return "on" if dataset.auto_standardize else "off"
+    if requested == "on" and (dataset.levels is not None or dataset.binary):
+        raise ConfigError(f"--standardize on applies to real-valued data; {dataset.name} holds "
+                          f"{'binary' if dataset.binary else '8-bit'} values (use "
+                          "--standardize off)")
+    return requested
+
+
+def standardize(dataset: Dataset) -> Dataset:
+    """The dataset with its real values standardised by the training split's mean and
+    standard deviation (:class:`Standardization`; only the entries of ``real_mask`` when the
+    dataset has one, a table's real columns; a value constant over the training split is
+    left as it is). The splits become float32."""
+    import dataclasses
+    train = dataset.train.double()
+    mask = (torch.ones(dataset.event_shape, dtype=torch.bool) if dataset.real_mask is None
+            else dataset.real_mask.reshape(dataset.event_shape).bool())
+    mean = torch.where(mask, train.mean(0), torch.zeros((), dtype=torch.float64))
+    std = train.std(0, correction=0)
+    std = torch.where(mask & (std > 0), std, torch.ones((), dtype=torch.float64))
+    s = Standardization(mean.float(), std.float())
+    scaled = {f"raw_{split}": ((dataset.values(split).double() - mean) / std).float()
+              for split in SPLITS}
+    return dataclasses.replace(dataset, **scaled, divisor=1.0, _binary=None, _values={},
+                               standardization=s)
 
 
 # --------------------------------------------------------------------------- checks
@@ -500,9 +594,11 @@ def load_array_file(path: str | os.PathLike) -> Dataset:
         y = _labels(y, a.shape[0], f"{name} labels")
         splits, ys = _split_array(a, y)
         ys = ys or (None, None, None)
+    real_vectors = splits[0].ndim == 2 and splits[0].dtype == np.float32 and not all(
+        (s.min() >= 0) and (s.max() <= 1) for s in splits)
     return Dataset(name, *(_tensor(s) for s in splits), divisor=divisor,
                    train_labels=_tensor(ys[0]), valid_labels=_tensor(ys[1]),
-                   test_labels=_tensor(ys[2]))
+                   test_labels=_tensor(ys[2]), auto_standardize=bool(real_vectors))
 
 
 def load_gaussian_mixture_2d(data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -532,10 +628,13 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 
 
 def load_dataset(name_or_path: str, data_dir: str | os.PathLike | None = None, *,
-                 image_size: int | None = None) -> Dataset:
+                 image_size: int | None = None, columns: str = "",
+                 label_column: str | None = None) -> Dataset:
     """A named dataset (:data:`DATASETS`), a folder of images
     (:func:`vaekit.folders.load_image_folder`, resized and centre-cropped to ``image_size``
-    when given) or a user's ``.npy``/``.npz`` file.
+    when given), a table (:func:`vaekit.tables.load_table`: ``.csv``, ``.tsv``, ``.parquet``,
+    with the column kinds ``columns`` and the labels' column ``label_column``) or a user's
+    ``.npy``/``.npz`` file.
 
     Raises:
         DataNotFoundError, DataError: see the loaders.
@@ -545,4 +644,10 @@ def load_dataset(name_or_path: str, data_dir: str | os.PathLike | None = None, *
     if Path(name_or_path).expanduser().is_dir():
         from .folders import load_image_folder
         return load_image_folder(name_or_path, image_size)
+    from .tables import is_table, load_table
+    if is_table(name_or_path):
+        return load_table(name_or_path, columns, label_column)
+    if columns or label_column:
+        raise ConfigError("--columns and --label-column apply to tables (.csv, .tsv, "
+                          f".parquet); {name_or_path} is not one")
     return load_array_file(name_or_path)

@@ -80,9 +80,22 @@ class Evaluation(Mapping):
     checkpoint: str | None = None
     run_dir: str | None = None
     noise: dict | None = None
+    log_jacobian: float | None = None
 
     _CONTEXT: ClassVar[tuple[str, ...]] = ("dataset", "split", "binarization", "likelihood",
-                                           "seed", "checkpoint", "run_dir", "noise")
+                                           "seed", "checkpoint", "run_dir", "noise",
+                                           "log_jacobian")
+    # the metrics that are log-densities of x (they change with the data's units)
+    _DENSITIES: ClassVar[tuple[str, ...]] = ()
+
+    def in_original_units(self, log_jacobian: float) -> Evaluation:
+        """The result for data that the model saw standardised, in the original units: each
+        log-density of x gains ``log_jacobian`` = log |dx'/dx| = -sum_j log std_j nats (the
+        change of variables x' = (x - mean) / std), recorded as :attr:`log_jacobian`. KL
+        terms, which do not depend on x's units, are unchanged."""
+        values = dataclasses.asdict(self)
+        shifted = {k: values[k] + log_jacobian for k in self._DENSITIES}
+        return dataclasses.replace(self, **shifted, log_jacobian=log_jacobian)
 
     # -------------------------------------------------------------- the flat dict
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +146,7 @@ class BoundEvaluation(Evaluation):
     ``active_units``, and ``compiled`` (whether ``torch.compile`` computed the densities)."""
 
     kind: ClassVar[str] = "bound"
+    _DENSITIES: ClassVar[tuple[str, ...]] = ("log_likelihood", "elbo", "reconstruction")
     log_likelihood: float
     log_likelihood_se: float
     elbo: float
@@ -169,6 +183,7 @@ class ExactEvaluation(Evaluation):
     """Models whose log p(x) is exact (mixtures): ``log_likelihood``."""
 
     kind: ClassVar[str] = "exact"
+    _DENSITIES: ClassVar[tuple[str, ...]] = ("log_likelihood",)
     log_likelihood: float
     log_likelihood_se: float
 

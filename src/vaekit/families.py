@@ -159,6 +159,8 @@ class FigureContext:
     history: list[dict]
     options: Options
     objective: str
+    num_samples: int = 100          # how many samples samples.png shows
+    seed: int = 0                   # the seed of those samples
 
     def test_values(self) -> torch.Tensor:
         return eval_split(self.dataset, "test", self.binarization)
@@ -200,6 +202,24 @@ class Family:
     def likelihood(self, options: Options) -> str:
         """The observation model's name (``--likelihood``) for these options."""
         return self.fixed_likelihood or options.likelihood
+
+    def options_for_data(self, options: Options, dataset: Dataset) -> Options:
+        """``options`` with what depends on the data filled in: ``likelihood`` ``auto``
+        resolved (:func:`vaekit.observations.auto_likelihood`) and the observation model's
+        own data-dependent options (a table decoder's column layout). Families with a fixed
+        observation model keep their options.
+
+        Raises:
+            ConfigError: an observation model that cannot describe these data at all (the
+                table likelihood without a table).
+        """
+        if self.fixed_likelihood is not None:
+            return options
+        from .observations import OBSERVATIONS, auto_likelihood
+        name = options.likelihood
+        if name == "auto":
+            name = auto_likelihood(dataset)
+        return options.replace(likelihood=name, **OBSERVATIONS.get(name).options_for(dataset))
 
     def observation_name(self, model: nn.Module) -> str:
         """The observation model's name of a built model."""
@@ -255,8 +275,14 @@ class Family:
                                                                          num_values)
 
     def sample(self, model: nn.Module, n: int) -> torch.Tensor:
-        """``n`` draws of the model as data, ``(n, ...)`` (for figures)."""
+        """``n`` draws of the model as figures show them, ``(n, *event_shape)``: E[x|z] with
+        z ~ p(z) for latent-variable models."""
         return model.sample(n)
+
+    def draw(self, model: nn.Module, n: int) -> torch.Tensor:
+        """``n`` draws x ~ p(x) of the model itself, ``(n, *event_shape)`` (ancestral
+        sampling: z ~ p(z), then x ~ p(x|z))."""
+        return model.draw(n)
 
     # -------------------------------------------------------------- figures
     def figures(self, ctx: FigureContext) -> list[tuple[str, object]]:
@@ -275,7 +301,7 @@ class Family:
         _, labels = ds.split("test")
         if shape is not None and self.supports("sample"):
             out.append(("samples.png", plotting.plot_samples(
-                sampling.prior_samples(model, 100), shape)))
+                sampling.prior_samples(model, ctx.num_samples, ctx.seed), shape)))
         embed = self.supports("embed")
         if shape is not None and embed:
             shown = sampling.shown_examples(x_test, 50)       # a fixed random draw, not x[:50]
@@ -292,7 +318,39 @@ class Family:
             out.append(("latent.png", plotting.plot_latent(
                 sampling.embeddings(model, x_test).cpu(), labels,
                 label_names=ds.label_names)))
+        if shape is None and self.supports("sample"):
+            out += self.data_figures(ctx)
         return out + self.extra_figures(ctx)
+
+    def data_figures(self, ctx: FigureContext) -> list[tuple[str, object]]:
+        """For data that are not images: the model's draws x ~ p(x) against the test set, in
+        the original units: a scatter for 2-D data (``samples.png``), otherwise each
+        column's marginals (``marginals.png``: histograms, or frequencies of a table's
+        binary and categorical columns) and the pairs of the first real columns
+        (``pairs.png``)."""
+        import pandas as pd
+
+        from . import plotting, sampling
+        ds = ctx.dataset
+        x = ds.to_original(ctx.test_values())
+        n = min(max(ctx.num_samples, x.shape[0]), 5000)
+        draws = ds.to_original(sampling.prior_draws(ctx.model, n, ctx.seed)
+                               .reshape(n, *ds.event_shape))
+        if ds.table is None and ds.dim == 2:
+            return [("samples.png", plotting.plot_samples_2d(x, draws))]
+        if ds.table is not None:
+            data, samples = ds.table.decode(x.numpy()), ds.table.decode(draws.numpy())
+            kinds = {c.name: c.kind for c in ds.table.columns}
+        else:
+            names = [f"x{i}" for i in range(ds.dim)]
+            data = pd.DataFrame(x.reshape(len(x), -1).numpy(), columns=names)
+            samples = pd.DataFrame(draws.reshape(n, -1).numpy(), columns=names)
+            kinds = {}
+        out = [("marginals.png", plotting.plot_marginals(data, samples, kinds))]
+        real = [c for c in data.columns if kinds.get(c, "real") == "real"]
+        if len(real) >= 2:
+            out.append(("pairs.png", plotting.plot_pairs(data[real], samples[real])))
+        return out
 
     def curves(self, ctx: FigureContext):
         from . import plotting
@@ -405,6 +463,9 @@ class EMFamily(Family):
         return model.score_samples(x.flatten(1))
 
     def sample(self, model, n):
+        return model.sample(n)[0]
+
+    def draw(self, model, n):
         return model.sample(n)[0]
 
     def fit(self, model, job: FitJob):

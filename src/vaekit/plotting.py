@@ -401,6 +401,105 @@ def plot_gradient_study(rows: Sequence[dict], title: str | None = None,
     return fig
 
 
+# ------------------------------------------------------------------ data that are not images
+DATA_STYLE = {"color": "0.55", "label": "test data"}
+SAMPLE_STYLE = {"color": "C3", "label": "model samples x ~ p(x)"}
+
+
+def plot_samples_2d(data, samples, title: str = "model samples against the test data",
+                    names: Sequence[str] = ("$x_1$", "$x_2$")) -> Figure:
+    """A scatter of 2-D data ``(N, 2)`` (grey) and the model's samples ``(M, 2)`` (red) on
+    the same axes."""
+    data, samples = _np(data).reshape(-1, 2), _np(samples).reshape(-1, 2)
+    fig = Figure(figsize=(6.4, 5.6))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(data[:, 0], data[:, 1], s=6, alpha=0.6, linewidths=0, **DATA_STYLE)
+    ax.scatter(samples[:, 0], samples[:, 1], s=6, alpha=0.6, linewidths=0, **SAMPLE_STYLE)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title, fontsize=12)
+    ax.legend(fontsize=9, markerscale=2.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_marginals(data, samples, kinds: Mapping[str, str] | None = None,
+                   max_columns: int = 16,
+                   title: str = "each column: test data against model samples") -> Figure:
+    """Per-column marginals of data and samples (pandas DataFrames with the same columns):
+    overlaid histograms (as densities, shared bins) for real columns, side-by-side bars of
+    the frequencies for binary and categorical ones (``kinds``: column -> ``real`` |
+    ``binary`` | ``categorical``; default: all real). The first ``max_columns`` columns."""
+    columns = list(data.columns)[:max_columns]
+    kinds = kinds or {}
+    ncols = min(4, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows + 0.6))
+    for i, name in enumerate(columns):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        a, b = data[name], samples[name]
+        if kinds.get(name, "real") == "real":
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            lo, hi = np.nanmin(a), np.nanmax(a)
+            span = (hi - lo) or 1.0
+            bins = np.linspace(lo - 0.25 * span, hi + 0.25 * span, 31)
+            ax.hist(a, bins=bins, density=True, alpha=0.55, **DATA_STYLE)
+            ax.hist(b, bins=bins, density=True, histtype="step", linewidth=1.6,
+                    **SAMPLE_STYLE)                     # samples beyond the bins: not shown
+        else:
+            cats = list(dict.fromkeys([*sorted(map(str, a.unique())),
+                                       *sorted(map(str, b.unique()))]))
+            fa = a.astype(str).value_counts(normalize=True).reindex(cats, fill_value=0)
+            fb = b.astype(str).value_counts(normalize=True).reindex(cats, fill_value=0)
+            pos = np.arange(len(cats))
+            ax.bar(pos - 0.2, fa.to_numpy(), width=0.4, **DATA_STYLE)
+            ax.bar(pos + 0.2, fb.to_numpy(), width=0.4, **SAMPLE_STYLE)
+            ax.set_xticks(pos, [c[:8] for c in cats], fontsize=7,
+                          rotation=45 if len(cats) > 4 else 0)
+            ax.set_ylabel("frequency", fontsize=8)
+        ax.set_title(str(name)[:28], fontsize=10)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pairs(data, samples, max_columns: int = 5,
+               title: str = "pairs of real columns: test data against model samples") -> Figure:
+    """Pairwise scatter plots of the first ``max_columns`` columns of data and samples
+    (pandas DataFrames of real columns), data grey and samples red on every panel; the
+    diagonal shows each column's histograms."""
+    columns = list(data.columns)[:max_columns]
+    n = len(columns)
+    fig = Figure(figsize=(2.4 * n + 0.4, 2.4 * n + 0.6))
+    for i, yi in enumerate(columns):
+        for j, xj in enumerate(columns):
+            ax = fig.add_subplot(n, n, i * n + j + 1)
+            if i == j:
+                a = np.asarray(data[xj], dtype=float)
+                bins = np.linspace(a.min(), a.max(), 25) if a.max() > a.min() else 10
+                ax.hist(a, bins=bins, density=True, alpha=0.55, **DATA_STYLE)
+                ax.hist(np.asarray(samples[xj], dtype=float), bins=bins, density=True,
+                        histtype="step", linewidth=1.4, **SAMPLE_STYLE)
+            else:
+                ax.scatter(samples[xj], samples[yi], s=3, alpha=0.35, linewidths=0,
+                           **SAMPLE_STYLE)
+                ax.scatter(data[xj], data[yi], s=7, alpha=0.9, linewidths=0,
+                           **{**DATA_STYLE, "color": "0.15"})
+            ax.tick_params(labelsize=6)
+            if i == n - 1:
+                ax.set_xlabel(str(xj)[:20], fontsize=8)
+            if j == 0:
+                ax.set_ylabel(str(yi)[:20], fontsize=8)
+            if i == 0 and j == n - 1:
+                ax.legend(fontsize=6, markerscale=2)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
     """Write ``fig`` as PNG, atomically."""
     with atomic_path(path) as tmp:

@@ -2,7 +2,9 @@
 
 A run directory holds::
 
-    config.json         the full configuration (binarization and objective resolved), first
+    config.json         the full configuration (binarization, standardisation, likelihood and
+                        objective resolved), first
+    data.json           the data's shape, standardisation (mean, std) and a table's columns
     best.safetensors    model weights at the best validation score
     last.safetensors    model + estimator + optimizer + scheduler + RNG state of the last epoch
     metrics.jsonl       one JSON record per epoch
@@ -30,7 +32,15 @@ import torch
 
 from . import plotting
 from .config import Config, TrainConfig
-from .data import EVAL_BINARIZATION_SEEDS, Dataset, eval_split, load_dataset
+from .data import (
+    EVAL_BINARIZATION_SEEDS,
+    Dataset,
+    eval_split,
+    load_dataset,
+    refuse_float_grey_levels,
+    resolve_standardize,
+    standardize,
+)
 from .errors import CheckpointError, ConfigError
 from .evaluation import Evaluation, model_device
 from .families import FigureContext, FitJob, check_data, family_of, monitor_subset
@@ -39,10 +49,12 @@ from .options import Options
 from .training import BEST, LAST, METRICS, TrainResult, read_metrics, resolve_device
 
 CONFIG = "config.json"
+DATA = "data.json"
 EVAL = "eval.json"
 
 __all__ = ["CONFIG", "EVAL", "Run", "evaluate_run", "load_eval", "load_run", "make_figures",
-           "monitor_subset", "prepare_data", "train", "train_run"]
+           "draw_samples", "export_samples", "monitor_subset", "prepare_data", "resolve_data",
+           "train", "train_run"]
 
 
 @dataclass
@@ -82,12 +94,37 @@ def _absolute_paths(config: Config) -> Config:
     return dataclasses.replace(config, data=data)
 
 
+def resolve_data(config: Config) -> tuple[Config, Dataset, str]:
+    """Load the configured dataset, standardise it when asked (``standardize``), fill in
+    the options that depend on it (``likelihood`` ``auto``, a table's columns), check it
+    against the observation model and resolve the binarization.
+
+    Returns:
+        ``(config, dataset, binarization)``: the configuration with ``standardize``,
+        ``likelihood`` and the table's columns resolved (what a run's config.json records).
+
+    Raises:
+        DataNotFoundError, DataError, ConfigError: see the loaders and checks.
+    """
+    d = config.data
+    dataset = load_dataset(d.dataset, d.data_dir, image_size=d.image_size, columns=d.columns,
+                           label_column=d.label_column)
+    standardized = resolve_standardize(d.standardize, dataset)
+    if config.family.likelihood(config.model) == "auto":
+        refuse_float_grey_levels(dataset)
+    if standardized == "on":
+        dataset = standardize(dataset)
+    model = config.family.options_for_data(config.model, dataset).validate()
+    config = dataclasses.replace(config, model=model,
+                                 data=dataclasses.replace(d, standardize=standardized))
+    return config, dataset, check_data(config.family, model, dataset, d.binarization)
+
+
 def prepare_data(config: Config) -> tuple[Dataset, str]:
-    """Load the configured dataset, check it against the observation model, resolve the
-    binarization."""
-    dataset = load_dataset(config.data.dataset, config.data.data_dir,
-                           image_size=config.data.image_size)
-    return dataset, check_data(config.family, config.model, dataset, config.data.binarization)
+    """:func:`resolve_data` without the resolved configuration: ``(dataset,
+    binarization)``."""
+    _, dataset, binarization = resolve_data(config)
+    return dataset, binarization
 
 
 def train(model: torch.nn.Module, data: Dataset, config: TrainConfig | None = None, *,
@@ -153,7 +190,7 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
                 f"{run_dir} already holds a run; continue it with --resume, or choose "
                 "another --out")
         config = _absolute_paths(config)
-    dataset, binarization = prepare_data(config)          # fails before anything is written
+    config, dataset, binarization = resolve_data(config)   # fails before anything is written
     resolve_device(config.train.device)
     config = config.resolved()
     config = dataclasses.replace(config, data=dataclasses.replace(config.data,
@@ -163,9 +200,15 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
     model = family.build(config.model, dataset.event_shape)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, config.to_dict())
+    if not resume or not (run_dir / DATA).is_file():
+        write_json(run_dir / DATA, data_description(dataset))
     log(f"training {family.name} ({config.objective}) on {dataset.name} "
         f"({dataset.raw_train.shape[0]} examples, binarization {binarization}); "
         f"run directory {run_dir}")
+    if dataset.standardization is not None:
+        log(f"real values standardised by the training split's mean and std: training "
+            f"metrics are of the standardised data; evaluation reports the original units "
+            f"(log |dx'/dx| = {dataset.standardization.log_abs_det:.2f} nats per example)")
     family.initialize(model, dataset)
     result = train(model, dataset, config.train, estimator=config.estimator,
                    binarization=binarization, run_dir=run_dir, progress=progress, log=log,
@@ -175,7 +218,9 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
                          "best_valid_score": result.best_valid_score,
                          "valid_name": family.validation_name,
                          "unit": "EM iterations" if "em" in family.objectives else "epochs",
-                         "seconds": round(result.seconds, 2), "stopped": result.stopped}}
+                         "seconds": round(result.seconds, 2), "stopped": result.stopped,
+                         "log_jacobian": (None if dataset.standardization is None
+                                          else dataset.standardization.log_abs_det)}}
     run = Run(run_dir, config, model.to(resolve_device(config.train.device)), dataset,
               binarization)
     if evaluate_after:
@@ -183,6 +228,38 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
     if figures:
         summary["figures"] = [str(p) for p in make_figures(run, result.history)]
     return summary
+
+
+def data_description(dataset: Dataset) -> dict:
+    """What ``data.json`` records of the data a run was trained on: the dataset's name, the
+    shape of an example, the standardisation (the training split's mean and std, by which
+    samples are mapped back to the original units) and a table's columns."""
+    return {"dataset": dataset.name, "event_shape": list(dataset.event_shape),
+            "num_examples": {s: int(dataset.raw(s).shape[0]) for s in ("train", "valid", "test")},
+            "standardization": (None if dataset.standardization is None
+                                else dataset.standardization.to_dict()),
+            "table": None if dataset.table is None else dataset.table.to_dict(),
+            "label_names": dataset.label_names}
+
+
+def _check_same_data(path: Path, dataset: Dataset) -> None:
+    """Raise :class:`CheckpointError` when the data loaded for a run are not those it was
+    trained on (by ``data.json``; runs without one are not checked)."""
+    if not (path / DATA).is_file():
+        return
+    saved, now = read_json(path / DATA), data_description(dataset)
+    for key in ("event_shape", "table", "num_examples"):
+        if saved.get(key) != now[key]:
+            raise CheckpointError(
+                f"the data of {path} have changed since it was trained ({key} was "
+                f"{saved.get(key)}, now {now[key]}); point --data-dir at the original data")
+    a, b = saved.get("standardization"), now["standardization"]
+    if (a is None) != (b is None) or (a is not None and not torch.allclose(
+            torch.tensor(a["mean"] + a["std"]), torch.tensor(b["mean"] + b["std"]),
+            rtol=1e-5, atol=1e-6)):
+        raise CheckpointError(f"the data of {path} have changed since it was trained (their "
+                              "standardisation differs from data.json's); point --data-dir at "
+                              "the original data")
 
 
 def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
@@ -214,7 +291,13 @@ def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
         config.train.device = device
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be best or last, got {checkpoint!r}")
-    dataset, binarization = prepare_data(config)
+    saved_model = config.model
+    config, dataset, binarization = resolve_data(config)
+    _check_same_data(path, dataset)
+    if config.model != saved_model:
+        raise CheckpointError(f"the data of {path} have changed since it was trained (its model "
+                              "options no longer fit them); point --data-dir at the original "
+                              "data")
     model = config.family.build(config.model, dataset.event_shape)
     tensors, _ = load_tensors(path / (BEST if checkpoint == "best" else LAST))
     if checkpoint == "last":
@@ -258,6 +341,8 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
         torch.manual_seed(seed)
         result = family.evaluate(run.model, x, k, progress=progress, noise=noise,
                                  compile=compile, log=log)
+    if run.dataset.standardization is not None:
+        result = result.in_original_units(run.dataset.standardization.log_abs_det)
     result.dataset, result.split = run.dataset.name, split
     result.binarization = (f"dynamic (training); evaluation data binarized once, seed "
                            f"{EVAL_BINARIZATION_SEEDS[split]}" if run.binarization == "dynamic"
@@ -275,17 +360,84 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
     return result
 
 
-def make_figures(run: Run, history: list[dict] | None = None) -> list[Path]:
-    """Draw the run's figures as PNG files in its directory; return their paths. What is
-    drawn is the family's choice (:meth:`vaekit.families.Family.figures`)."""
+def make_figures(run: Run, history: list[dict] | None = None, *,
+                 out: str | os.PathLike | None = None, num_samples: int = 100,
+                 seed: int = 0) -> list[Path]:
+    """Draw the run's figures as PNG files in ``out`` (default: the run directory); return
+    their paths. What is drawn is the family's choice (:meth:`vaekit.families.Family.figures`);
+    ``samples.png`` shows ``num_samples`` samples drawn with ``seed``."""
     history = history if history is not None else read_metrics(run.path / METRICS)
     ctx = FigureContext(run.model, run.dataset, run.binarization, history, run.config.model,
-                        run.config.objective)
+                        run.config.objective, num_samples=num_samples, seed=seed)
+    where = Path(out) if out is not None else run.path
     written = []
     for name, fig in run.family.figures(ctx):
-        plotting.save_figure(fig, run.path / name)
-        written.append(run.path / name)
+        plotting.save_figure(fig, where / name)
+        written.append(where / name)
     return written
+
+
+SAMPLE_FORMATS = (".npy", ".csv")
+
+
+@torch.no_grad()
+def draw_samples(run: Run, num: int, *, seed: int = 0, mean: bool = False) -> torch.Tensor:
+    """``num`` samples of a run's model in the data's original units, ``(num,
+    *event_shape)`` on the CPU: draws x ~ p(x) (z ~ p(z), then x ~ p(x|z)), or with ``mean``
+    the means E[x|z]; standardisation undone. The caller's random state is left as it was.
+
+    Raises:
+        ConfigError: a model that cannot sample (an autoencoder), or ``num`` < 1.
+    """
+    if num < 1:
+        raise ConfigError(f"--num must be a positive integer, got {num}")
+    family = run.family
+    if not family.supports("sample"):
+        raise ConfigError(f"a {family.name} has no generative model to sample from; "
+                          "sampling needs a VAE, a VQ-VAE or a mixture")
+    from .sampling import prior_draws, prior_samples
+    run.model.eval()
+    x = (prior_samples if mean else prior_draws)(run.model, num, seed)
+    x = x.reshape(num, *run.dataset.event_shape).float()
+    return run.dataset.to_original(x)
+
+
+def export_samples(run: Run, path: str | os.PathLike, num: int, *, seed: int = 0,
+                   mean: bool = False) -> Path:
+    """Write :func:`draw_samples` to ``path``, atomically:
+
+    * ``.npy``: the array ``(num, *event_shape)``; draws of 8-bit data as uint8 levels
+      (0..255), other values float32;
+    * ``.csv``: one sample per row; a table's samples with its columns (categories by name,
+      real columns in the original units), other data as columns ``x0, x1, ...``.
+
+    Raises:
+        ConfigError: another suffix, or see :func:`draw_samples`.
+    """
+    import numpy as np
+
+    from .io import atomic_path
+    path = Path(path)
+    if path.suffix.lower() not in SAMPLE_FORMATS:
+        raise ConfigError(f"samples are written as {' or '.join(SAMPLE_FORMATS)}; got {path}")
+    x = draw_samples(run, num, seed=seed, mean=mean)
+    ds = run.dataset
+    if path.suffix.lower() == ".npy":
+        a = x.numpy()
+        if not mean and ds.levels is not None and ds.standardization is None:
+            a = np.rint(a * ds.divisor).clip(0, ds.divisor).astype(np.uint8)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, a)
+        return path
+    import pandas as pd
+    if ds.table is not None:
+        frame = ds.table.decode(x.numpy())
+    else:
+        flat = x.reshape(num, -1).numpy()
+        frame = pd.DataFrame(flat, columns=[f"x{i}" for i in range(flat.shape[1])])
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
 
 
 def load_eval(run_dir: str | os.PathLike) -> dict:

@@ -26,18 +26,30 @@ def shown_examples(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     return x[fixed_indices(x.shape[0], n, seed).to(x.device)]
 
 
-@torch.no_grad()
+def _seeded(model, seed: int | None, draw) -> torch.Tensor:
+    """``draw(family)`` on the model's device with the global RNG seeded by ``seed`` and
+    restored afterwards; the result on the CPU."""
+    from .families import family_of
+    device = model_device(model)
+    with torch.no_grad(), torch.random.fork_rng(
+            devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = draw(family_of(model))
+    return out.cpu()
+
+
 def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
     """``num`` samples of the model as its family draws them (:meth:`vaekit.families.
     Family.sample`; E[x|z] with z ~ p(z) for latent-variable models), on the CPU. ``seed``
     makes the draw repeatable; the global random state is left as it was."""
-    from .families import family_of
-    device = model_device(model)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if seed is not None:
-            torch.manual_seed(seed)
-        out = family_of(model).sample(model, num)
-    return out.cpu()
+    return _seeded(model, seed, lambda family: family.sample(model, num))
+
+
+def prior_draws(model, num: int, seed: int | None = 0) -> torch.Tensor:
+    """``num`` draws x ~ p(x) of the model itself (:meth:`vaekit.families.Family.draw`:
+    z ~ p(z), then x ~ p(x|z)), on the CPU; ``seed`` as in :func:`prior_samples`."""
+    return _seeded(model, seed, lambda family: family.draw(model, num))
 
 
 @torch.no_grad()

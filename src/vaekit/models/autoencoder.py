@@ -19,6 +19,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -230,6 +231,13 @@ class ReconstructionEvaluation(Evaluation):
     reconstruction_error_se: float
     denoising_error: float | None = None
     denoising_error_se: float | None = None
+
+    def in_original_units(self, log_jacobian: float) -> ReconstructionEvaluation:
+        """The errors (negative log-densities) in the original units: each loses
+        ``log_jacobian`` (see :meth:`Evaluation.in_original_units`)."""
+        d = (None if self.denoising_error is None else self.denoising_error - log_jacobian)
+        return dataclasses.replace(self, reconstruction_error=self.reconstruction_error
+                                   - log_jacobian, denoising_error=d, log_jacobian=log_jacobian)
 
     def to_dict(self):
         d = super().to_dict()

@@ -44,16 +44,21 @@ class NetworkOptions(Options):
 class DecoderOptions(NetworkOptions):
     """:class:`NetworkOptions` and the observation model p(x|z) of the decoder."""
 
-    likelihood: str = option("bernoulli", "decoder p(x|z): bernoulli (0/1 or [0,1] data), "
-                                          "gaussian (real values); for 8-bit data (in bits/dim): "
-                                          "categorical, discretized-logistic, "
-                                          "dequantized-gaussian, dequantized-logistic",
-                             check=one_of(OBSERVATIONS.names))
+    likelihood: str = option("auto", "decoder p(x|z): bernoulli (0/1 or [0,1] data), "
+                                     "gaussian (real values), table (a table's columns); for "
+                                     "8-bit data (in bits/dim): categorical, "
+                                     "discretized-logistic, dequantized-gaussian, "
+                                     "dequantized-logistic; auto: table for tables, gaussian "
+                                     "for real values outside [0, 1], discretized-logistic for "
+                                     "8-bit colour images, bernoulli otherwise",
+                             check=one_of(lambda: ["auto", *OBSERVATIONS.names()]))
     decoder_std: float = option(0.1, "Gaussian decoder: the (initial) standard deviation sigma",
                                 check=positive)
     learn_decoder_std: bool = option(True, "Gaussian decoder: learn sigma (else keep it fixed)")
     decoder_std_floor: float = option(0.0, "Gaussian decoder: the smallest sigma (0: no floor)",
                                       check=nonnegative)
+    table_columns: str = option("", "table decoder: each column's kind, e.g. "
+                                    "real,binary,categorical:3 (filled in from the data)")
     logistic_components: int = option(10, "discretized-logistic decoder: mixture components "
                                           "per pixel", check=positive)
 
@@ -180,6 +185,13 @@ class LatentVariableModel(LegacyStateMixin, nn.Module):
     def sample(self, num: int) -> torch.Tensor:
         """``num`` draws of E[x|z] with z ~ p(z): ``(num, *event_shape)``."""
         return self.decoder_mean(self.prior().sample((num,)))
+
+    @torch.no_grad()
+    def draw(self, num: int) -> torch.Tensor:
+        """``num`` draws x ~ p(x|z) with z ~ p(z), ancestral sampling of the model itself
+        (binary values for a Bernoulli decoder, one-hot blocks for a table's categorical
+        columns): ``(num, *event_shape)``."""
+        return self.decoder(self.prior().sample((num,))).sample()
 
 
 def shape_of(data_shape: int | Sequence[int]) -> tuple[int, ...]:

@@ -348,6 +348,11 @@ class VQVAE(LegacyStateMixin, nn.Module):
         return self.decode_mean(self.codes_to_embedding(self.sample_codes(n, seed)))
 
     @torch.no_grad()
+    def draw(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` draws x ~ p(x | z_q = e_c) with c ~ p(c): ``(n, *event_shape)``."""
+        return self.decoder(self.codes_to_embedding(self.sample_codes(n, seed))).sample()
+
+    @torch.no_grad()
     def log_likelihood_bound(self, x: torch.Tensor) -> torch.Tensor:
         """A lower bound on log p(x) in nats for ``x: (B, *event_shape)``: ``(B,)``. Updates
         nothing.
@@ -375,6 +380,7 @@ class VQEvaluation(Evaluation):
     ``codebook_usage``, ``codebook_perplexity`` (:meth:`VQVAE.codebook_stats`)."""
 
     kind: ClassVar[str] = "vq"
+    _DENSITIES: ClassVar[tuple[str, ...]] = ("log_likelihood_bound", "reconstruction")
     log_likelihood_bound: float
     log_likelihood_bound_se: float
     reconstruction: float

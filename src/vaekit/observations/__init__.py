@@ -16,6 +16,7 @@ Registered (``--likelihood``):
                             colour channels coupled (PixelCNN++)
 ``dequantized-gaussian``    8-bit data: a Gaussian density of uniformly dequantized values
 ``dequantized-logistic``    8-bit data: a logistic density of uniformly dequantized values
+``table``                   a table's rows: per column Gaussian, Bernoulli or categorical
 
 Adding one is one class registered with ``@register_observation("name")`` (see
 :mod:`.eight_bit` for examples).
@@ -106,6 +107,16 @@ class Observation(nn.Module):
         target = self.initial_params(train_mean.reshape(self.event_shape).to(bias))
         if target is not None:
             bias.copy_(reduce_to(target, bias.shape))
+
+    @classmethod
+    def options_for(cls, dataset) -> dict:
+        """Decoder options that this observation model takes from the data (a table's column
+        layout), as ``{option: value}``; none by default.
+
+        Raises:
+            ConfigError: data this model cannot describe at all.
+        """
+        return {}
 
     @classmethod
     def check_data(cls, what: str, lo: float, hi: float, levels: int | None = None) -> None:
@@ -205,14 +216,36 @@ class GaussianObservation(Observation):
                 f", std_floor={self.std_floor:g}")
 
 
+AUTO = "auto"
+
+
+def auto_likelihood(dataset) -> str:
+    """What ``--likelihood auto`` takes for a :class:`~vaekit.data.Dataset`: ``table`` for a
+    table, ``discretized-logistic`` for 8-bit colour images (the field's likelihood for them,
+    in bits/dim), ``gaussian`` for real values that are not all within [0, 1], and
+    ``bernoulli`` otherwise (binary data, and grey levels, dynamically binarized: the IWAE
+    paper's setting)."""
+    if dataset.table is not None:
+        return "table"
+    if dataset.levels == 256 and dataset.channels == 3 and len(dataset.event_shape) == 3:
+        return "discretized-logistic"
+    if dataset.levels is None and not all(lo >= 0 and hi <= 1 for lo, hi in
+                                          (dataset.value_range(s) for s in
+                                           ("train", "valid", "test"))):
+        return "gaussian"
+    return "bernoulli"
+
+
 def observation_for(name: str, event_shape: Sequence[int], options=None) -> Observation:
     """The observation model ``name`` for data of ``event_shape``, built from a family's
-    decoder options (or with its defaults when ``options`` is None)."""
-    cls = OBSERVATIONS.get(name)
+    decoder options (or with its defaults when ``options`` is None). ``auto``, which is
+    resolved from the data when a run is trained (:func:`auto_likelihood`), builds a
+    Bernoulli decoder when no data are at hand."""
+    cls = OBSERVATIONS.get("bernoulli" if name == AUTO else name)
     return cls.from_options(event_shape, options) if options is not None else cls(event_shape)
 
 
-from . import eight_bit  # noqa: E402,F401  (registers the 8-bit likelihoods)
+from . import eight_bit, table  # noqa: E402,F401  (register the 8-bit and table likelihoods)
 
 __all__ = ["OBSERVATIONS", "BernoulliObservation", "GaussianObservation", "Observation",
-           "observation_for", "reduce_to", "register_observation"]
+           "auto_likelihood", "observation_for", "reduce_to", "register_observation"]
