@@ -200,3 +200,39 @@ def test_figures_show_a_fixed_random_draw_of_the_test_split():
     assert v.unique().numel() == 12 and not torch.all(v[1:] > v[:-1])
     assert v.max() > 100                                       # not the split's first rows
     assert shown_examples(x[:5], 12).shape == (5, 1)
+
+
+def test_validation_by_the_importance_weighted_bound(tiny_npz, tmp_path):
+    """--valid-num-samples K scores each epoch by L_K of the validation set, on draws of its
+    own: the training does not depend on K, and the best checkpoint is the epoch with the
+    highest L_K (recomputed here from the saved weights)."""
+    plain = _tiny_trainer(tiny_npz, tmp_path / "a", 4, objective="iwae")
+    plain.fit()
+    _tiny_trainer(tiny_npz, tmp_path / "c", 4, objective="iwae", valid_num_samples=3).fit()
+    bound = _tiny_trainer(tiny_npz, tmp_path / "b", 4, objective="iwae", valid_num_samples=7)
+    result = bound.fit()
+    a, _ = load_tensors(tmp_path / "c" / LAST)
+    b, _ = load_tensors(tmp_path / "b" / LAST)
+    for k in a:
+        if k.startswith("model."):
+            assert torch.equal(a[k], b[k]), k
+    history = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    scores = [r["valid_score"] for r in history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    model = bound.model
+    best, _ = load_tensors(tmp_path / "b" / "best.safetensors")
+    model.load_state_dict(best)
+    torch.manual_seed(0)
+    again = float(log_likelihood(model, bound.valid_x, 7).mean())
+    assert again == pytest.approx(max(scores), abs=1e-4)
+    # and it is not the ELBO the default validation records
+    elbo_scores = [r["valid_score"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")]
+    assert all(s > e for s, e in zip(scores, elbo_scores, strict=True))
+
+
+def test_validation_by_a_bound_needs_a_model_with_one():
+    from vaekit.config import Config
+    from vaekit.errors import ConfigError
+    c = Config.from_dict({"model": {"model": "autoencoder"}, "train": {"valid_num_samples": 5}})
+    with pytest.raises(ConfigError, match="--valid-num-samples scores a bound"):
+        c.validate()

@@ -64,6 +64,29 @@ class Validation(Callback):
             r.bad_epochs += 1
 
 
+class BoundValidation(Validation):
+    """:class:`Validation` by the importance-weighted bound L_K (K = ``num_samples``) of the
+    validation set, the model-selection score of IWAE-type objectives. Its samples come from a
+    generator seeded 0 each epoch, apart from the training's random stream (as
+    :class:`Monitor`'s), so every epoch is scored on the same draws and the training is the one
+    it would be without it."""
+
+    def __init__(self, x: torch.Tensor, num_samples: int) -> None:
+        super().__init__(x, self._bound, f"L_{num_samples}")
+        self.num_samples = num_samples
+        self._model = None
+
+    def _bound(self, xb: torch.Tensor) -> torch.Tensor:
+        return log_likelihood(self._model, xb, self.num_samples)
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        self._model = trainer.model
+        device = model_device(trainer.model)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            super().on_epoch_end(trainer, record)
+
+
 class EarlyStopping(Callback):
     """Stop after ``patience`` epochs without a better validation score."""
 

@@ -106,6 +106,10 @@ class TrainConfig(Options):
                                           "elbo; 0: off)", check=nonnegative)
     eval_num_samples: int = option(5000, "k of the importance-weighted test log-likelihood",
                                    check=positive)
+    valid_num_samples: int = option(
+        0, "the validation score that picks the best checkpoint: 0 = the model family's (a "
+           "VAE's ELBO); K >= 1 = the importance-weighted bound L_K (for IWAE-type objectives, "
+           "whose models the ELBO can rank worse as they improve)", check=off_or_positive)
     monitor_every: int = option(0, "every this many epochs (and after the first) record L_k on "
                                    "the test set in metrics.jsonl (0: off)",
                                 check=off_or_positive)
@@ -307,6 +311,9 @@ class Config:
         elif self.train.kl_warmup_epochs:
             raise ConfigError(f"kl_warmup_epochs applies to objectives with a KL weight; "
                               f"{family.name} is fitted with {objective}")
+        if self.train.valid_num_samples and not family.supports("monitor"):
+            raise ConfigError(f"--valid-num-samples scores a bound on log p(x), which model "
+                              f"{family.name} does not have; remove it")
         if self.train.monitor_every and not family.supports("monitor"):
             raise ConfigError(f"--monitor-every records a bound on log p(x), which model "
                               f"{family.name} does not have; remove it")

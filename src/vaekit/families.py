@@ -161,6 +161,7 @@ class FigureContext:
     objective: str
     num_samples: int = 100          # how many samples samples.png shows
     seed: int = 0                   # the seed of those samples
+    valid_name: str | None = None   # the validation score's name (None: the family's)
 
     def test_values(self) -> torch.Tensor:
         return eval_split(self.dataset, "test", self.binarization)
@@ -354,7 +355,7 @@ class Family:
 
     def curves(self, ctx: FigureContext):
         from . import plotting
-        return plotting.plot_curves(ctx.history, self.validation_name)
+        return plotting.plot_curves(ctx.history, ctx.valid_name or self.validation_name)
 
     def extra_figures(self, ctx: FigureContext) -> list[tuple[str, object]]:
         """Figures of this family only (a denoising autoencoder's corrupted inputs, ...)."""

@@ -216,7 +216,9 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
     summary = {"run_dir": str(run_dir),
                "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
                          "best_valid_score": result.best_valid_score,
-                         "valid_name": family.validation_name,
+                         "valid_name": (f"L_{config.train.valid_num_samples}"
+                                        if config.train.valid_num_samples
+                                        else family.validation_name),
                          "unit": "EM iterations" if "em" in family.objectives else "epochs",
                          "seconds": round(result.seconds, 2), "stopped": result.stopped,
                          "log_jacobian": (None if dataset.standardization is None
@@ -368,7 +370,9 @@ def make_figures(run: Run, history: list[dict] | None = None, *,
     ``samples.png`` shows ``num_samples`` samples drawn with ``seed``."""
     history = history if history is not None else read_metrics(run.path / METRICS)
     ctx = FigureContext(run.model, run.dataset, run.binarization, history, run.config.model,
-                        run.config.objective, num_samples=num_samples, seed=seed)
+                        run.config.objective, num_samples=num_samples, seed=seed,
+                        valid_name=(f"L_{run.config.train.valid_num_samples}"
+                                    if run.config.train.valid_num_samples else None))
     where = Path(out) if out is not None else run.path
     written = []
     for name, fig in run.family.figures(ctx):

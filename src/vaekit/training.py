@@ -32,7 +32,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .callbacks import Callback, EarlyStopping, KLWarmup, Monitor, Validation, batched_score
+from .callbacks import (
+    BoundValidation,
+    Callback,
+    EarlyStopping,
+    KLWarmup,
+    Monitor,
+    Validation,
+    batched_score,
+)
 from .config import TrainConfig
 from .data import to_values
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -225,9 +233,17 @@ class Trainer:
         self.estimator = estimator.to(self.device)
         self.optimizer = make_optimizer(self.model, config, list(self.estimator.parameters()))
         self.scheduler = make_scheduler(self.optimizer, config)
-        self.callbacks: list[Callback] = [
-            Validation(self.valid_x, lambda xb: family.validation_score(self.model, xb),
-                       family.validation_name)]
+        if config.valid_num_samples:
+            if not family.supports("monitor"):
+                raise ConfigError(f"--valid-num-samples scores a bound on log p(x), which "
+                                  f"model {family.name} does not have; remove it")
+            validation = BoundValidation(self.valid_x, config.valid_num_samples)
+        else:
+            validation = Validation(self.valid_x,
+                                    lambda xb: family.validation_score(self.model, xb),
+                                    family.validation_name)
+        self.valid_name = validation.name
+        self.callbacks: list[Callback] = [validation]
         if config.patience:
             self.callbacks.append(EarlyStopping(config.patience))
         if config.monitor_every and monitor_x is not None:
@@ -449,7 +465,7 @@ class Trainer:
                 if show_lines and time.perf_counter() - last_line > 10:
                     last_line = time.perf_counter()
                     self.log(f"epoch {epoch + 1}/{total_epochs}  train bound {train_bound:.3f}  "
-                             f"valid {self.family.validation_name} {record['valid_score']:.3f}"
+                             f"valid {self.valid_name} {record['valid_score']:.3f}"
                              f"  lr {lr:.2e}  ({result.seconds:.0f} s)")
                 if self.stop:
                     result.stopped = self.stop
@@ -467,7 +483,7 @@ class Trainer:
             return
         epoch = record["epoch"]
         writer.add_scalar("bound/train", record["train_bound"], epoch)
-        writer.add_scalar("valid/" + self.family.validation_name, record["valid_score"], epoch)
+        writer.add_scalar("valid/" + self.valid_name, record["valid_score"], epoch)
         writer.add_scalar("lr", record["lr"], epoch)
         if "monitor_log_likelihood" in record:
             writer.add_scalar(f"monitor/L_{record['monitor_num_samples']}",
