@@ -81,8 +81,30 @@ def test_resume_continues_and_refuses_changes(trained, capsys):
                        "--no-eval")
     assert code == 0, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
-    code, _, err = run(capsys, "train", "--resume", out, "--lr", "0.1")
-    assert code != 0 and "--lr cannot change when resuming" in err
+    code, _, err = run(capsys, "train", "--resume", out, "--batch-size", "7")
+    assert code != 0 and "--batch-size cannot change when resuming" in err
+    # the learning rate may change (the fix a diverged run's message suggests): the new rate
+    # applies from the next epoch on and is recorded
+    code, _, err = run(capsys, "train", "--resume", out, "--epochs", "4", "--lr", "1e-4",
+                       "--no-progress", "--no-eval")
+    assert code == 0, err
+    lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[:3] == [lrs[0]] * 3 and lrs[3] == pytest.approx(1e-4) and lrs[0] != 1e-4
+    assert json.loads((out / "config.json").read_text())["train"]["lr"] == 1e-4
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_no_dead_end(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = run(capsys, "train", "--data", tiny_npz, "--out", out, *TINY)
+    assert code == 0, err
+    for name in ("last.safetensors", "best.safetensors", "eval.json"):
+        (out / name).unlink()                     # as if killed before the first checkpoint
+    code, _, err = run(capsys, "train", "--resume", out, "--no-progress", "--no-eval")
+    assert code == 0 and "training it from the start" in err
+    for name in ("last.safetensors", "best.safetensors"):
+        (out / name).unlink()
+    code, _, err = run(capsys, "train", "--data", tiny_npz, "--out", out, *TINY)
+    assert code == 0 and "starting afresh" in err
 
 
 def test_an_existing_run_is_never_overwritten(trained, tiny_npz, capsys):
@@ -408,3 +430,25 @@ def test_train_help_groups_options_by_family_and_lists_the_choices(capsys):
     assert "options of the objective elbo:" in out and "--beta" in out
     assert "{vae,hierarchical-vae,autoencoder,stacked-autoencoder,vqvae,gmm," in out
     assert "auto, elbo, elbo-stl, iwae" in out and "{auto,bernoulli,gaussian,categorical," in out
+
+
+def test_load_model_needs_two_lines_and_no_data(tiny_npz, tmp_path, capsys):
+    import shutil
+
+    import vaekit
+    data = tmp_path / "moved.npz"
+    shutil.copy(tiny_npz, data)
+    out = tmp_path / "r"
+    code, _, err = run(capsys, "train", "--data", data, "--out", out, *TINY)
+    assert code == 0, err
+    expected = load_run(out).model.state_dict()
+    data.unlink()                                       # the data are gone
+    model = vaekit.load_model(out)
+    assert isinstance(model, vaekit.VAE) and not model.training
+    assert model.config.model.latent_dim == 2 and model.sample(3).shape == (3, 1, 8, 8)
+    for k, v in expected.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    last = vaekit.load_model(out, checkpoint="last")
+    assert set(last.state_dict()) == set(expected)
+    with pytest.raises(vaekit.CheckpointError, match="is not a run directory"):
+        vaekit.load_model(tmp_path)

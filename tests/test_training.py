@@ -236,3 +236,18 @@ def test_validation_by_a_bound_needs_a_model_with_one():
     c = Config.from_dict({"model": {"model": "autoencoder"}, "train": {"valid_num_samples": 5}})
     with pytest.raises(ConfigError, match="--valid-num-samples scores a bound"):
         c.validate()
+
+
+def test_a_checkpoint_is_written_before_the_first_epoch(tiny_npz, tmp_path):
+    """Epoch 0 is a checkpoint: a run stopped in its first epoch resumes to the parameters of
+    an uninterrupted run."""
+    t = _tiny_trainer(tiny_npz, tmp_path / "b", 0)
+    t.fit()
+    tensors, meta = load_tensors(tmp_path / "b" / LAST)
+    assert meta["epoch"] == 0 and meta["step"] == 0
+    _tiny_trainer(tiny_npz, tmp_path / "a", 2).fit()
+    _tiny_trainer(tiny_npz, tmp_path / "b", 2).fit(resume=True)
+    a, _ = load_tensors(tmp_path / "a" / LAST)
+    b, _ = load_tensors(tmp_path / "b" / LAST)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -61,7 +61,7 @@ from .objectives import (  # noqa: E402
     log_weights,
 )
 from .observations import OBSERVATIONS, register_observation  # noqa: E402
-from .runs import evaluate_run, load_run, train, train_run  # noqa: E402
+from .runs import evaluate_run, load_model, load_run, train, train_run  # noqa: E402
 from .training import Trainer, TrainResult  # noqa: E402
 
 __all__ = [
@@ -71,7 +71,8 @@ __all__ = [
     "StackedAutoencoder", "TrainConfig", "TrainResult", "Trainer", "TrainingDivergedError",
     "VAE", "VQVAE", "VaekitError", "VaekitWarning", "active_units", "binarize", "build_model",
     "elbo", "elbo_terms", "eval_split", "evaluate", "evaluate_run", "family_of", "get_estimator",
-    "get_family", "gradient_statistics", "iwae_bound", "load_config", "load_dataset", "load_run",
+    "get_family", "gradient_statistics", "iwae_bound", "load_config", "load_dataset", "load_model",
+    "load_run",
     "log_likelihood", "log_mean_exp", "log_terms", "log_weights", "register_estimator",
     "register_family", "register_observation", "train", "train_run",
 ]

@@ -34,7 +34,7 @@ from .options import choices_of, field_types
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 # Fields that may change when a run is resumed; the rest must stay as trained.
-RESUMABLE_FIELDS = {"epochs", "patience", "device", "eval_num_samples", "data_dir"}
+RESUMABLE_FIELDS = {"epochs", "patience", "device", "eval_num_samples", "data_dir", "lr"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -52,9 +52,9 @@ CONFIG = "config.json"
 DATA = "data.json"
 EVAL = "eval.json"
 
-__all__ = ["CONFIG", "EVAL", "Run", "evaluate_run", "load_eval", "load_run", "make_figures",
-           "draw_samples", "export_samples", "monitor_subset", "prepare_data", "resolve_data",
-           "train", "train_run"]
+__all__ = ["CONFIG", "DATA", "EVAL", "Run", "draw_samples", "evaluate_run", "export_samples",
+           "load_eval", "load_model", "load_run", "make_figures", "monitor_subset",
+           "prepare_data", "resolve_data", "train", "train_run"]
 
 
 @dataclass
@@ -182,13 +182,20 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
             raise CheckpointError("--resume needs the run directory to continue")
         run_dir = Path(out)
         if not (run_dir / LAST).is_file():
-            raise CheckpointError(f"{run_dir} holds no {LAST} to resume from")
+            if not (run_dir / CONFIG).is_file():
+                raise CheckpointError(f"{run_dir} holds no {LAST} to resume from")
+            # stopped before its first checkpoint was written: nothing to lose, start it
+            log(f"{run_dir} stopped before its first checkpoint; training it from the start")
+            resume = False
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config)
         if (run_dir / CONFIG).exists():
-            raise CheckpointError(
-                f"{run_dir} already holds a run; continue it with --resume, or choose "
-                "another --out")
+            if (run_dir / LAST).exists() or (run_dir / BEST).exists():
+                raise CheckpointError(
+                    f"{run_dir} already holds a run; continue it with --resume, or choose "
+                    "another --out")
+            log(f"{run_dir} holds a run that stopped before its first checkpoint; "
+                "starting afresh there")
         config = _absolute_paths(config)
     config, dataset, binarization = resolve_data(config)   # fails before anything is written
     resolve_device(config.train.device)
@@ -264,6 +271,35 @@ def _check_same_data(path: Path, dataset: Dataset) -> None:
                               "the original data")
 
 
+def _run_config(path: Path, checkpoint: str) -> Config:
+    """A run directory's configuration, checked (and the checkpoint's name)."""
+    if not path.is_dir():
+        raise CheckpointError(f"run directory {path} does not exist")
+    if not (path / CONFIG).is_file():
+        raise CheckpointError(f"{path} is not a run directory (it has no {CONFIG})")
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be best or last, got {checkpoint!r}")
+    try:
+        return Config.from_dict(read_json(path / CONFIG), legacy=True).validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{path / CONFIG} is not a valid configuration: {e}") from None
+
+
+def _built_model(path: Path, config: Config, event_shape: tuple[int, ...],
+                 checkpoint: str) -> torch.nn.Module:
+    """The run's model with the checkpoint's weights, in eval mode on its device."""
+    model = config.family.build(config.model, event_shape)
+    tensors, _ = load_tensors(path / (BEST if checkpoint == "best" else LAST))
+    if checkpoint == "last":
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise CheckpointError(f"the {checkpoint} checkpoint of {path} does not fit its "
+                              f"{CONFIG} ({str(e).splitlines()[0]})") from None
+    return model.to(resolve_device(config.train.device)).eval()
+
+
 def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
              data_dir: str | None = None, device: str | None = None) -> Run:
     """Load a run directory's configuration, data and model weights (also a run written by
@@ -276,23 +312,14 @@ def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
 
     Raises:
         CheckpointError: not a run directory, or a missing/corrupt checkpoint, or one that
-            does not fit the run's configuration.
+            does not fit the run's configuration; data that changed since training.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"run directory {path} does not exist")
-    if not (path / CONFIG).is_file():
-        raise CheckpointError(f"{path} is not a run directory (it has no {CONFIG})")
-    try:
-        config = Config.from_dict(read_json(path / CONFIG), legacy=True).validate()
-    except ConfigError as e:
-        raise CheckpointError(f"{path / CONFIG} is not a valid configuration: {e}") from None
+    config = _run_config(path, checkpoint)
     if data_dir is not None:
         config.data.data_dir = data_dir
     if device is not None:
         config.train.device = device
-    if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be best or last, got {checkpoint!r}")
     saved_model = config.model
     config, dataset, binarization = resolve_data(config)
     _check_same_data(path, dataset)
@@ -300,17 +327,38 @@ def load_run(path: str | os.PathLike, *, checkpoint: str = "best",
         raise CheckpointError(f"the data of {path} have changed since it was trained (its model "
                               "options no longer fit them); point --data-dir at the original "
                               "data")
-    model = config.family.build(config.model, dataset.event_shape)
-    tensors, _ = load_tensors(path / (BEST if checkpoint == "best" else LAST))
-    if checkpoint == "last":
-        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise CheckpointError(f"the {checkpoint} checkpoint of {path} does not fit its "
-                              f"{CONFIG} ({str(e).splitlines()[0]})") from None
-    model.to(resolve_device(config.train.device)).eval()
+    model = _built_model(path, config, dataset.event_shape, checkpoint)
     return Run(path, config, model, dataset, binarization, checkpoint)
+
+
+def load_model(path: str | os.PathLike, *, checkpoint: str = "best",
+               device: str | None = None) -> torch.nn.Module:
+    """A run's trained model, in eval mode on its device (``device`` overrides the run's
+    ``auto``, which takes CUDA when present), with the run's :class:`~vaekit.config.Config`
+    as ``model.config``::
+
+        model = vaekit.load_model("runs/mnist-5k-vae-20261202-101500")
+        x = model.sample(16)                                  # (16, 1, 28, 28)
+
+    The data are not read when the run records their shape (``data.json``); runs written
+    before it (and by vaekit 0.1) are loaded with their data, as :func:`load_run` does. The
+    model works in the units it was trained in: for standardised data, :func:`load_run`'s
+    ``dataset.to_original`` maps its samples back.
+
+    Raises:
+        CheckpointError: not a run directory, or a missing, corrupt or mismatched checkpoint.
+    """
+    path = Path(path)
+    if not (path / DATA).is_file():
+        run = load_run(path, checkpoint=checkpoint, device=device)
+        run.model.config = run.config
+        return run.model
+    config = _run_config(path, checkpoint)
+    if device is not None:
+        config.train.device = device
+    model = _built_model(path, config, tuple(read_json(path / DATA)["event_shape"]), checkpoint)
+    model.config = config
+    return model
 
 
 def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *,

@@ -339,8 +339,11 @@ class Trainer:
                                           "_step_count": meta["epoch"] + 1}
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         s = self.scheduler                       # the next epoch's rate, as LambdaLR computes it
+        # --lr on resume sets the base rate from here on (a schedule keeps its shape)
+        s.base_lrs = [self.config.lr] * len(s.base_lrs)
         for g, base, factor in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas,
                                    strict=True):
+            g["initial_lr"] = base
             g["lr"] = base * factor(s.last_epoch)
         torch.set_rng_state(tensors["rng.cpu"])
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
@@ -400,6 +403,7 @@ class Trainer:
             self.result = TrainResult()
             if self.run_dir is not None:
                 self._rewrite_metrics([])
+                self.save_checkpoint()       # epoch 0: a run stopped in its first epoch resumes
         result, total_epochs = self.result, self.total_epochs
         n, b = self.train_x.shape[0], cfg.batch_size
         steps_per_epoch = math.ceil(n / b)
@@ -447,8 +451,10 @@ class Trainer:
                     raise TrainingDivergedError(
                         f"the training loss became {train_bound} in epoch {epoch + 1}; the "
                         f"last good checkpoint (epoch {result.epochs}) is kept"
-                        f"{' in ' + str(self.run_dir) if self.run_dir else ''}: lower --lr "
-                        "and train again, or resume from it")
+                        f"{' in ' + str(self.run_dir) if self.run_dir else ''}: resume it "
+                        f"with a lower rate (vaekit train --resume RUN --lr {cfg.lr / 10:g}), "
+                        "or use --kl-warmup-epochs, or a floor on a Gaussian decoder's sigma "
+                        "(--decoder-std-floor)")
                 result.epochs = epoch + 1
                 record = {"epoch": epoch + 1, "step": result.step, "examples": (epoch + 1) * n,
                           "lr": lr, "train_bound": train_bound}
