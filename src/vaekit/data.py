@@ -447,7 +447,14 @@ def _read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.n
     except KeyError as e:
         raise DataError(f"{path} has no array {e}; it holds other keys") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path} is truncated or not a valid .npz/.npy file ({e})") from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> DataError:
+    if "Object arrays" in str(e):
+        return DataError(f"{path} holds Python objects (dtype object), which vaekit never "
+                         "unpickles; save a numeric array (np.asarray(x, dtype=np.float32))")
+    return DataError(f"{path} is truncated or not a valid .npz/.npy file ({e})")
 
 
 def dataset_dirs(data_dir: str | os.PathLike | None = None,
@@ -543,7 +550,7 @@ def load_array_file(path: str | os.PathLike) -> Dataset:
         try:
             arrays = {"x": np.load(path, allow_pickle=False)}
         except (ValueError, OSError, EOFError) as e:
-            raise DataError(f"{path} is truncated or not a valid .npy file ({e})") from None
+            raise _unreadable(path, e) from None
     else:
         arrays = _read_npz(path)
     name = path.name
