@@ -168,3 +168,23 @@ def test_random_option_values_fail_cleanly(tmp_path_factory, capsys, options):
     code, _, err = run_cli(capsys, *argv)
     _one_line(code, err)
     assert not (d / "r").exists()
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught(trained, capsys):
+    for name in ("best.safetensors", "last.safetensors"):
+        p = trained / name
+        good = p.read_bytes()
+        data = bytearray(good)
+        data[-5] ^= 0x01                      # one bit of the last tensor's data
+        p.write_bytes(bytes(data))
+        if name == "best.safetensors":
+            code, _, err = run_cli(capsys, "evaluate", trained, "--num-samples", "2")
+            line = _one_line(code, err)
+            assert "best.safetensors is corrupt" in line and "digest" in line
+        else:
+            code, _, err = run_cli(capsys, "train", "--resume", trained, "--epochs", "3",
+                                   "--no-progress")
+            line = _one_line(code, err)
+            assert "last.safetensors is corrupt" in line
+            assert "best.safetensors (epoch 2) is intact" in line
+        p.write_bytes(good)

@@ -9,6 +9,7 @@ the old file or the new one, never a half-written file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +24,18 @@ from safetensors.torch import save as _safetensors_bytes
 from .errors import CheckpointError
 
 _METADATA_KEY = "vaekit"
+_DIGEST_KEY = "vaekit.sha256"
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes (in name order): what a
+    checkpoint's header records, so that a flipped byte anywhere in its data is caught."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _umask() -> int:
@@ -86,7 +99,7 @@ def save_tensors(
     Tensors are moved to the CPU and made contiguous first; the write is atomic.
     """
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    header = {_METADATA_KEY: json.dumps(metadata or {})}
+    header = {_METADATA_KEY: json.dumps(metadata or {}), _DIGEST_KEY: tensors_digest(flat)}
     atomic_write(path, _safetensors_bytes(flat, metadata=header))
 
 
@@ -94,9 +107,12 @@ def load_tensors(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Load a safetensors file written by :func:`save_tensors`: ``(tensors, metadata)``.
+    The tensors are checked against the digest in the header (files written before vaekit
+    recorded one are not checked).
 
     Raises:
-        CheckpointError: the file is missing, truncated or not a safetensors file.
+        CheckpointError: the file is missing, truncated, not a safetensors file, or its
+            tensors do not match their digest.
     """
     path = Path(path)
     if not path.is_file():
@@ -110,6 +126,10 @@ def load_tensors(
             f"checkpoint {path} is corrupt or truncated ({e}); "
             "delete it and retrain, or resume from an intact copy"
         ) from None
+    digest = header.get(_DIGEST_KEY)
+    if digest is not None and tensors_digest(tensors) != digest:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its tensors do not match the "
+                              "digest they were written with")
     try:
         metadata = json.loads(header.get(_METADATA_KEY, "{}"))
     except json.JSONDecodeError:

@@ -46,7 +46,15 @@ from .evaluation import Evaluation, model_device
 from .families import FigureContext, FitJob, check_data, family_of, monitor_subset
 from .io import load_tensors, read_json, write_json
 from .options import Options
-from .training import BEST, LAST, METRICS, TrainResult, read_metrics, resolve_device
+from .training import (
+    BEST,
+    LAST,
+    METRICS,
+    TrainResult,
+    best_fallback,
+    read_metrics,
+    resolve_device,
+)
 
 CONFIG = "config.json"
 DATA = "data.json"
@@ -187,6 +195,11 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
             # stopped before its first checkpoint was written: nothing to lose, start it
             log(f"{run_dir} stopped before its first checkpoint; training it from the start")
             resume = False
+        else:
+            try:                                  # checked before anything is written
+                load_tensors(run_dir / LAST)
+            except CheckpointError as e:
+                raise CheckpointError(f"{e}; {best_fallback(run_dir)}") from None
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config)
         if (run_dir / CONFIG).exists():

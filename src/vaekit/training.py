@@ -177,6 +177,18 @@ def build_estimator(objective: str, options: EstimatorOptions | None,
     return get_estimator(objective, options, data_shape=data_shape)
 
 
+def best_fallback(run_dir: Path) -> str:
+    """What a user can do when a run's last.safetensors is unusable: whether best.safetensors
+    is intact (it can be evaluated and sampled, not resumed)."""
+    try:
+        _, meta = load_tensors(run_dir / BEST)
+    except CheckpointError:
+        return "best.safetensors is not usable either: train the run again"
+    epoch = f" (epoch {meta['epoch']})" if "epoch" in meta else ""
+    return (f"best.safetensors{epoch} is intact: 'vaekit evaluate' and 'vaekit sample' use "
+            "it, but it holds no optimizer state to resume from")
+
+
 # --------------------------------------------------------------------------- the trainer
 class Trainer:
     """Fits a model with one estimator and Adam.
@@ -307,7 +319,10 @@ class Trainer:
     def load_checkpoint(self) -> TrainResult:
         """Restore model, estimator, optimizer, scheduler and RNG from ``last.safetensors``."""
         assert self.run_dir is not None
-        tensors, meta = load_tensors(self.run_dir / LAST)
+        try:
+            tensors, meta = load_tensors(self.run_dir / LAST)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; {best_fallback(self.run_dir)}") from None
         try:
             self.model.load_state_dict(
                 {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
