@@ -188,3 +188,28 @@ def test_a_flipped_byte_in_a_checkpoint_is_caught(trained, capsys):
             assert "last.safetensors is corrupt" in line
             assert "best.safetensors (epoch 2) is intact" in line
         p.write_bytes(good)
+
+
+def test_a_run_in_use_is_refused_and_a_dead_holder_s_lock_is_taken_over(trained, capsys):
+    import subprocess
+    import sys
+    import time
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from vaekit.io import run_lock\n"
+         "with run_lock(sys.argv[1], 'train'):\n    print('held', flush=True)\n"
+         "    time.sleep(60)", str(trained)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run_cli(capsys, "train", "--resume", trained, "--epochs", "3",
+                               "--no-progress")
+        line = _one_line(code, err)
+        assert f"is in use by vaekit train (pid {holder.pid}" in line
+        code, _, err = run_cli(capsys, "evaluate", trained, "--num-samples", "2")
+        assert f"pid {holder.pid}" in _one_line(code, err)
+    finally:
+        holder.kill()                         # SIGKILL: the lock is left behind, stale
+        holder.wait()
+    time.sleep(0.1)
+    code, _, err = run_cli(capsys, "train", "--resume", trained, "--epochs", "3",
+                           "--no-progress", "--no-eval")
+    assert code == 0, err

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,56 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+LOCK = ".vaekit.lock"
+_held: dict[Path, int] = {}          # run directories this process holds, and how often
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, what: str = "vaekit") -> Iterator[None]:
+    """Hold ``run_dir`` for this process while the block runs: an exclusive ``flock`` on
+    ``run_dir/.vaekit.lock``, which records the holder (pid, command, since when). The kernel
+    drops the lock when its process dies, so a lock left by a killed process is taken over;
+    the same process may enter again (``train`` evaluates its own run). Without ``fcntl``
+    (Windows) runs are not locked.
+
+    Raises:
+        CheckpointError: another live process holds the run, naming its pid.
+    """
+    run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:                       # pragma: no cover (Windows)
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise CheckpointError(f"{run_dir} is in use by {holder}; wait for it to finish, "
+                                  "or stop it") from None
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(fd, f"vaekit {what} (pid {os.getpid()}, since {stamp})".encode(), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)                          # releases the lock
 
 
 def _umask() -> int:

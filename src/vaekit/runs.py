@@ -19,6 +19,7 @@ model to its family (:meth:`vaekit.families.Family.fit`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -44,7 +45,7 @@ from .data import (
 from .errors import CheckpointError, ConfigError
 from .evaluation import Evaluation, model_device
 from .families import FigureContext, FitJob, check_data, family_of, monitor_subset
-from .io import load_tensors, read_json, write_json
+from .io import load_tensors, read_json, run_lock, write_json
 from .options import Options
 from .training import (
     BEST,
@@ -218,38 +219,39 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
     family = config.family
     torch.manual_seed(config.train.seed)
     model = family.build(config.model, dataset.event_shape)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, config.to_dict())
-    if not resume or not (run_dir / DATA).is_file():
-        write_json(run_dir / DATA, data_description(dataset))
-    log(f"training {family.name} ({config.objective}) on {dataset.name} "
-        f"({dataset.raw_train.shape[0]} examples, binarization {binarization}); "
-        f"run directory {run_dir}")
-    if dataset.standardization is not None:
-        log(f"real values standardised by the training split's mean and std: training "
-            f"metrics are of the standardised data; evaluation reports the original units "
-            f"(log |dx'/dx| = {dataset.standardization.log_abs_det:.2f} nats per example)")
-    family.initialize(model, dataset)
-    result = train(model, dataset, config.train, estimator=config.estimator,
-                   binarization=binarization, run_dir=run_dir, progress=progress, log=log,
-                   resume=resume)
-    summary = {"run_dir": str(run_dir),
-               "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
-                         "best_valid_score": result.best_valid_score,
-                         "valid_name": (f"L_{config.train.valid_num_samples}"
-                                        if config.train.valid_num_samples
-                                        else family.validation_name),
-                         "unit": "EM iterations" if "em" in family.objectives else "epochs",
-                         "seconds": round(result.seconds, 2), "stopped": result.stopped,
-                         "log_jacobian": (None if dataset.standardization is None
-                                          else dataset.standardization.log_abs_det)}}
-    run = Run(run_dir, config, model.to(resolve_device(config.train.device)), dataset,
-              binarization)
-    if evaluate_after:
-        summary["eval"] = evaluate_run(run, progress=progress, log=log)
-    if figures:
-        summary["figures"] = [str(p) for p in make_figures(run, result.history)]
-    return summary
+    with run_lock(run_dir, "train"):             # refused while another process holds it
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / CONFIG, config.to_dict())
+        if not resume or not (run_dir / DATA).is_file():
+            write_json(run_dir / DATA, data_description(dataset))
+        log(f"training {family.name} ({config.objective}) on {dataset.name} "
+            f"({dataset.raw_train.shape[0]} examples, binarization {binarization}); "
+            f"run directory {run_dir}")
+        if dataset.standardization is not None:
+            log(f"real values standardised by the training split's mean and std: training "
+                f"metrics are of the standardised data; evaluation reports the original units "
+                f"(log |dx'/dx| = {dataset.standardization.log_abs_det:.2f} nats per example)")
+        family.initialize(model, dataset)
+        result = train(model, dataset, config.train, estimator=config.estimator,
+                       binarization=binarization, run_dir=run_dir, progress=progress, log=log,
+                       resume=resume)
+        summary = {"run_dir": str(run_dir),
+                   "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
+                             "best_valid_score": result.best_valid_score,
+                             "valid_name": (f"L_{config.train.valid_num_samples}"
+                                            if config.train.valid_num_samples
+                                            else family.validation_name),
+                             "unit": "EM iterations" if "em" in family.objectives else "epochs",
+                             "seconds": round(result.seconds, 2), "stopped": result.stopped,
+                             "log_jacobian": (None if dataset.standardization is None
+                                              else dataset.standardization.log_abs_det)}}
+        run = Run(run_dir, config, model.to(resolve_device(config.train.device)), dataset,
+                  binarization)
+        if evaluate_after:
+            summary["eval"] = evaluate_run(run, progress=progress, log=log)
+        if figures:
+            summary["figures"] = [str(p) for p in make_figures(run, result.history)]
+        return summary
 
 
 def data_description(dataset: Dataset) -> dict:
@@ -394,33 +396,35 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
     """
     if not isinstance(run, Run):
         run = load_run(run)
-    k = num_samples or run.config.train.eval_num_samples
-    if k < 1:
-        raise ConfigError(f"--num-samples must be a positive integer, got {k}")
-    x = eval_split(run.dataset, split, run.binarization)
-    family = run.family
-    device = model_device(run.model)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        result = family.evaluate(run.model, x, k, progress=progress, noise=noise,
-                                 compile=compile, log=log)
-    if run.dataset.standardization is not None:
-        result = result.in_original_units(run.dataset.standardization.log_abs_det)
-    result.dataset, result.split = run.dataset.name, split
-    result.binarization = (f"dynamic (training); evaluation data binarized once, seed "
-                           f"{EVAL_BINARIZATION_SEEDS[split]}" if run.binarization == "dynamic"
-                           else run.binarization)
-    result.likelihood = run.config.likelihood
-    result.seed, result.checkpoint, result.run_dir = seed, run.checkpoint, str(run.path)
-    name = EVAL if split == "test" else f"eval-{split}.json"
-    if noise is not None:
-        result.noise = {"kind": noise[0], "level": noise[1]}
-        name = f"eval-{split}-{noise[0]}-{noise[1]:g}.json"
-    if run.checkpoint != "best":
-        name = name.replace(".json", f"-{run.checkpoint}.json")
-    if save:
-        write_json(run.path / name, result.to_dict())
-    return result
+    # a result to be saved in RUN waits for no trainer: refused while one holds it
+    with run_lock(run.path, "evaluate") if save else contextlib.nullcontext():
+        k = num_samples or run.config.train.eval_num_samples
+        if k < 1:
+            raise ConfigError(f"--num-samples must be a positive integer, got {k}")
+        x = eval_split(run.dataset, split, run.binarization)
+        family = run.family
+        device = model_device(run.model)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            result = family.evaluate(run.model, x, k, progress=progress, noise=noise,
+                                     compile=compile, log=log)
+        if run.dataset.standardization is not None:
+            result = result.in_original_units(run.dataset.standardization.log_abs_det)
+        result.dataset, result.split = run.dataset.name, split
+        result.binarization = (f"dynamic (training); evaluation data binarized once, seed "
+                               f"{EVAL_BINARIZATION_SEEDS[split]}" if run.binarization == "dynamic"
+                               else run.binarization)
+        result.likelihood = run.config.likelihood
+        result.seed, result.checkpoint, result.run_dir = seed, run.checkpoint, str(run.path)
+        name = EVAL if split == "test" else f"eval-{split}.json"
+        if noise is not None:
+            result.noise = {"kind": noise[0], "level": noise[1]}
+            name = f"eval-{split}-{noise[0]}-{noise[1]:g}.json"
+        if run.checkpoint != "best":
+            name = name.replace(".json", f"-{run.checkpoint}.json")
+        if save:
+            write_json(run.path / name, result.to_dict())
+        return result
 
 
 def make_figures(run: Run, history: list[dict] | None = None, *,
