@@ -330,7 +330,7 @@ def test_two_dimensional_data_get_a_scatter_of_samples(tmp_path, capsys):
 
 def test_the_readme_s_example_data(tmp_path):
     """examples/make_data.py writes the README's data: the diabetes table reads as 10 real
-    columns and a binary sex, 353 / 44 / 45 rows."""
+    columns and a binary sex, 354 / 44 / 44 rows."""
     import runpy
 
     from conftest import REPO
@@ -339,6 +339,6 @@ def test_the_readme_s_example_data(tmp_path):
     ds = load_table(tmp_path / "diabetes.csv")
     kinds = {c.name: c.kind for c in ds.table.columns}
     assert kinds.pop("sex") == "binary" and set(kinds.values()) == {"real"} and len(kinds) == 10
-    assert [ds.raw(s).shape[0] for s in ("train", "valid", "test")] == [353, 44, 45]
+    assert [ds.raw(s).shape[0] for s in ("train", "valid", "test")] == [354, 44, 44]
     assert np.load(tmp_path / "gauss10.npy").shape == (5000, 10)
     assert np.load(tmp_path / "moons.npy").shape == (3000, 2)
