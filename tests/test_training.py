@@ -251,3 +251,42 @@ def test_a_checkpoint_is_written_before_the_first_epoch(tiny_npz, tmp_path):
     b, _ = load_tensors(tmp_path / "b" / LAST)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_diverged_epoch_names_the_batch_and_the_first_non_finite_tensor(tmp_path,
+                                                                         monkeypatch):
+    """The epoch is replayed from the last checkpoint to find where it went non-finite: here
+    the gradient of one decoder weight (finite loss, NaN gradient) on the batch holding a
+    marked example, in epoch 1, so the replay starts from the epoch-0 checkpoint."""
+    import numpy as np
+
+    from conftest import make_binary_images
+    x = make_binary_images(200).reshape(200, 64)
+    x[123] = 1                                                   # the marker: all ones
+    np.save(tmp_path / "marked.npy", x.astype(bool))
+    d = load_array_file(tmp_path / "marked.npy")
+    marker = int(np.flatnonzero(d.train.sum(1).numpy() == 64)[0])
+
+    torch.manual_seed(0)
+    model = VAE(d.event_shape, latent_dim=3, hidden_sizes=(16,))
+    target = "decoder_net.0.weight"
+    assert target in dict(model.named_parameters())
+
+    class Exploding(estimators.ELBO):
+        def forward(self, model, xb):
+            losses = super().forward(model, xb)
+            if bool((xb.sum(1) == 64).any()):
+                w = dict(model.named_parameters())[target]
+                kink = (w - w.detach()).abs().sqrt().sum()          # value 0, gradient NaN
+                return Losses(losses.bound, losses.loss + kink)
+            return losses
+
+    monkeypatch.setitem(estimators.ESTIMATORS, "exploding", Exploding)
+    cfg = TrainConfig(epochs=3, batch_size=32, seed=7, device="cpu", objective="exploding")
+    t = Trainer(model, cfg, d.train, d.valid, run_dir=tmp_path / "r", progress=False)
+    torch.manual_seed(7)
+    batch = int((torch.randperm(d.train.shape[0]) == marker).nonzero()) // 32 + 1
+    with pytest.raises(TrainingDivergedError,
+                       match=rf"epoch 1 \(batch {batch}\): the gradient of {target} is the "
+                             r"first non-finite tensor; the last good checkpoint \(epoch 0\)"):
+        t.fit()

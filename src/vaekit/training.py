@@ -442,18 +442,8 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.set_description(f"epoch {epoch + 1}/{total_epochs}")
-                perm = torch.randperm(n, device=self.device)
                 running = torch.zeros((), device=self.device, dtype=torch.float64)
-                for i in range(0, n, b):
-                    for c in step_callbacks:
-                        c.on_step(self, epoch + i / n)
-                    x = to_values(self.train_x[perm[i:i + b]], self.divisor)
-                    if self.dynamic_binarization:
-                        x = torch.bernoulli(x)
-                    losses = self.estimator(self.model, x)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    losses.loss.backward()
-                    self.optimizer.step()
+                for i, x, losses in self._steps(epoch, step_callbacks):
                     running += losses.bound.sum()
                     result.step += 1
                     if not bar.disable:
@@ -463,18 +453,19 @@ class Trainer:
                             bar.set_postfix(bound=f"{float(running) / seen:.2f}", refresh=False)
                 train_bound = float(running) / n
                 if not math.isfinite(train_bound):
-                    raise TrainingDivergedError(
-                        f"the training loss became {train_bound} in epoch {epoch + 1}; the "
-                        f"last good checkpoint (epoch {result.epochs}) is kept"
-                        f"{' in ' + str(self.run_dir) if self.run_dir else ''}: resume it "
-                        f"with a lower rate (vaekit train --resume RUN --lr {cfg.lr / 10:g}), "
-                        "or use --kl-warmup-epochs, or a floor on a Gaussian decoder's sigma "
-                        "(--decoder-std-floor)")
+                    raise self._diverged(f"the training loss became {train_bound}", epoch,
+                                         step_callbacks)
+                good_epochs = result.epochs
                 result.epochs = epoch + 1
                 record = {"epoch": epoch + 1, "step": result.step, "examples": (epoch + 1) * n,
                           "lr": lr, "train_bound": train_bound}
                 for c in self.callbacks:
                     c.on_epoch_end(self, record)
+                valid = record.get("valid_score")
+                if valid is not None and not math.isfinite(valid):   # the epoch's last steps
+                    result.epochs = good_epochs
+                    raise self._diverged(f"the validation score became {valid}", epoch,
+                                         step_callbacks)
                 result.seconds = time.perf_counter() - session_start
                 record.update(epoch_seconds=round(time.perf_counter() - epoch_start, 4),
                               seconds=round(result.seconds, 3))
@@ -498,6 +489,81 @@ class Trainer:
         if restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return result
+
+    def _steps(self, epoch: int, step_callbacks, inspect=None):
+        """One epoch's gradient steps: yields ``(offset, x, losses)`` after each. With
+        ``inspect(phase, batch)`` (phases ``"loss"``, ``"grad"``, ``"param"``), the steps stop
+        at the first phase for which it returns a message, which is then yielded as
+        ``(None, None, message)``."""
+        n, b = self.train_x.shape[0], self.config.batch_size
+        perm = torch.randperm(n, device=self.device)
+        for batch, i in enumerate(range(0, n, b)):
+            for c in step_callbacks:
+                c.on_step(self, epoch + i / n)
+            x = to_values(self.train_x[perm[i:i + b]], self.divisor)
+            if self.dynamic_binarization:
+                x = torch.bernoulli(x)
+            losses = self.estimator(self.model, x)
+            found = inspect and inspect("loss", batch, losses)
+            if not found:
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.loss.backward()
+                found = inspect and inspect("grad", batch, losses)
+            if not found:
+                self.optimizer.step()
+                found = inspect and inspect("param", batch, losses)
+            if found:
+                yield None, None, found
+                return
+            yield i, x, losses
+
+    def _diverged(self, what: str, epoch: int, step_callbacks) -> TrainingDivergedError:
+        """The error of a diverged epoch: where it went non-finite (a replay, see
+        :meth:`_first_non_finite`), that the last good checkpoint is kept, and the fixes."""
+        good = self.result.epochs
+        where = self._first_non_finite(epoch, step_callbacks)
+        return TrainingDivergedError(
+            f"{what} in epoch {epoch + 1}{where}; the last good checkpoint (epoch {good}) is "
+            f"kept{' in ' + str(self.run_dir) if self.run_dir else ''}: resume it with a lower "
+            f"rate (vaekit train --resume RUN --lr {self.config.lr / 10:g}), or use "
+            "--kl-warmup-epochs, or a floor on a Gaussian decoder's sigma "
+            "(--decoder-std-floor)")
+
+    def _first_non_finite(self, epoch: int, step_callbacks) -> str:
+        """Where a diverged epoch first went non-finite: the epoch is replayed from the last
+        checkpoint (model, optimizer, estimator and RNG, so the same batches and draws), step
+        by step, checking the loss, then every gradient, then every parameter. ``""`` when
+        there is no checkpoint to replay from, or the replay stays finite."""
+        if self.run_dir is None or not (self.run_dir / LAST).is_file():
+            return ""
+        try:
+            self.load_checkpoint()
+        except CheckpointError:
+            return ""
+        named = [(n, p) for n, p in self.model.named_parameters()] + \
+            [(f"estimator.{n}", p) for n, p in self.estimator.named_parameters()]
+
+        def inspect(phase: str, batch: int, losses) -> str | None:
+            at = f" (batch {batch + 1})"
+            if phase == "loss":
+                bad = [n for n, p in named if not bool(torch.isfinite(p).all())]
+                if bad:
+                    return f"{at}: parameter {bad[0]} was already non-finite"
+                if not bool(torch.isfinite(losses.loss)) or \
+                        not bool(torch.isfinite(losses.bound).all()):
+                    return f"{at}: the loss itself, with every parameter still finite"
+                return None
+            for name, p in named:
+                t = p.grad if phase == "grad" else p
+                if t is not None and not bool(torch.isfinite(t).all()):
+                    what = "the gradient of" if phase == "grad" else "after the update,"
+                    return f"{at}: {what} {name} is the first non-finite tensor"
+            return None
+
+        for i, _, found in self._steps(epoch, step_callbacks, inspect):
+            if i is None:
+                return found
+        return ""
 
     def _log_epoch(self, writer, record: dict) -> None:
         if writer is None:
