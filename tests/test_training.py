@@ -259,7 +259,6 @@ def test_a_diverged_epoch_names_the_batch_and_the_first_non_finite_tensor(tmp_pa
     the gradient of one decoder weight (finite loss, NaN gradient) on the batch holding a
     marked example, in epoch 1, so the replay starts from the epoch-0 checkpoint."""
     import numpy as np
-
     from conftest import make_binary_images
     x = make_binary_images(200).reshape(200, 64)
     x[123] = 1                                                   # the marker: all ones

@@ -471,8 +471,11 @@ class Trainer:
                               seconds=round(result.seconds, 3))
                 result.history.append(record)
                 self.scheduler.step()               # the next epoch's rate, saved with it
-                self.save_checkpoint()
+                # the record before the checkpoint: a run killed between the two resumes from
+                # the previous checkpoint and rewrites metrics.jsonl up to it, so every epoch
+                # has exactly one record
                 self._append_metrics(record)
+                self.save_checkpoint()
                 self._log_epoch(writer, record)
                 if show_lines and time.perf_counter() - last_line > 10:
                     last_line = time.perf_counter()
