@@ -73,6 +73,9 @@ def _param_order(meta_new: dict) -> list[str]:
     return [first] + [n for n in names if n != first] if first in names else names
 
 
+EM_CASES = ("gmm", "bernoulli-mixture")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_training_as_vaekit_0_1_did_writes_the_same_checkpoints(name, old_run, tiny_npz,
@@ -94,7 +97,14 @@ def test_training_as_vaekit_0_1_did_writes_the_same_checkpoints(name, old_run, t
             if prior and k.startswith("code_prior."):
                 assert not torch.equal(a[k], b[k])
                 continue
-            assert torch.equal(a[k], b[k]), f"{file}: {k}"
+            if name in EM_CASES:
+                # EM's E- and M-steps are batched matrix products since 0.2 (as fast as
+                # scikit-learn): the same fit to the rounding of the float32 weights
+                # stored (measured: 1 to 3 units in the last place), not bit for bit
+                torch.testing.assert_close(b[k], a[k], rtol=1e-6, atol=1e-7,
+                                           msg=lambda m, f=file, k=k: f"{f}: {k}: {m}")
+            else:
+                assert torch.equal(a[k], b[k]), f"{file}: {k}"
     if (old / LAST).is_file():
         ta, _ = load_tensors(old / LAST)
         tb, mb = load_tensors(new / LAST)

@@ -452,3 +452,156 @@ def test_gaussian_mixture_2d_dataset():
     assert (truth.predict(data.test.double()) == data.test_labels).double().mean() >= 0.99
     with pytest.raises(DataError, match="n >= 10"):
         gaussian_mixture_2d(5)
+
+
+# --------------------------------------------------------------------------- the fast EM loop
+def clustered(n: int = 3000, d: int = 20, k: int = 10, seed: int = 0,
+              offset: float = 0.0) -> torch.Tensor:
+    """``(n, d)`` float64: k overlapping Gaussian clusters with random full covariances (the
+    shape of benchmarks/bench_em.py: 20 dimensions, 10 components), shifted by ``offset``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 1.5
+    z = rng.integers(k, size=n)
+    a = rng.normal(size=(k, d, d)) / np.sqrt(d) + 0.3 * np.eye(d)
+    x = centres[z] + np.einsum("nij,nj->ni", a[z], rng.normal(size=(n, d)))
+    return torch.from_numpy(x + offset)
+
+
+def sklearn_from_the_same_start(mine: GaussianMixture, x: torch.Tensor, iters: int):
+    w0, m0, c0 = (t.clone().numpy() for t in (mine.weights_, mine.means_, mine.covariances_))
+    sk = SkGaussianMixture(mine.n_components, covariance_type="full", tol=0.0, max_iter=iters,
+                           reg_covar=mine.reg_covar, weights_init=w0, means_init=m0,
+                           precisions_init=np.linalg.inv(c0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk.fit(x.numpy())
+    return sk
+
+
+def test_full_em_matches_sklearn_to_1e_10_at_the_benchmark_shape():
+    """K = 10 full covariances in 20 dimensions, 25 iterations from the same start: weights,
+    means, covariances, log-likelihoods and responsibilities agree to 1e-10 (in practice
+    ~1e-14: the E-step is scikit-learn's |x W_k - mu_k W_k|^2 with W_k the precision Cholesky
+    factor, the M-step the same centred sums)."""
+    x = clustered()
+    iters = 25
+    mine = GaussianMixture(10, "full", tol=0.0, max_iter=iters, seed=0, warm_start=True)
+    mine.initialize(x)
+    m0 = mine.means_.clone()
+    sk = sklearn_from_the_same_start(mine, x, iters)
+    mine.fit(x)
+    assert mine.n_iter_ == sk.n_iter_ == iters
+    for a, b in ((mine.weights_, sk.weights_), (mine.means_, sk.means_),
+                 (mine.covariances_, sk.covariances_)):
+        np.testing.assert_allclose(a.numpy(), b, rtol=0, atol=1e-10)
+    assert mine.history_[-2] == pytest.approx(sk.lower_bound_, abs=1e-10)
+    np.testing.assert_allclose(mine.score_samples(x).numpy(), sk.score_samples(x.numpy()),
+                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(mine.predict_proba(x).numpy(), sk.predict_proba(x.numpy()),
+                               rtol=0, atol=1e-10)
+    assert np.abs(mine.means_.numpy() - m0.numpy()).max() > 0.1          # EM moved
+
+
+def test_blocked_full_steps_equal_the_unblocked_ones(monkeypatch):
+    """Blocks of rows and of components (forced small here: 3 components x 64 rows) give
+    the same fit as one block, to rounding."""
+    from vaekit.models.mixtures import gaussian
+
+    x = clustered(n=1000, d=6, k=7, seed=2)
+
+    def fit():
+        return GaussianMixture(7, "full", tol=0.0, max_iter=15, seed=1).fit(x)
+
+    whole = fit()
+    cpu = torch.device("cpu")
+    assert whole._blocks(1000, 6, cpu) == (1000, 7)
+    # cache-sized blocks on the CPU, the largest allowed ones on an accelerator
+    assert whole._blocks(10_000, 20, cpu) == (131072 // 140, 7)
+    assert whole._blocks(10_000, 20, torch.device("meta")) == (10_000, 7)
+    monkeypatch.setattr(gaussian, "CHUNK_ELEMENTS", 3 * 64 * 6)
+    monkeypatch.setattr(gaussian, "MIN_BLOCK_ROWS", 64)
+    monkeypatch.setattr(gaussian, "BLOCK_ELEMENTS", 1)
+    blocked = fit()
+    assert blocked._blocks(1000, 6, cpu) == (64, 3)
+    np.testing.assert_allclose(blocked.history_, whole.history_, rtol=0, atol=1e-12)
+    for a, b in ((blocked.means_, whole.means_), (blocked.covariances_, whole.covariances_)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-11)
+
+
+def test_full_densities_stay_accurate_far_from_the_origin():
+    """The E-step shifts x and the means by the mean of x before the products, so a
+    translation of the data by 1e6 changes the fit and the densities only at the level of
+    the rounding of the translated data (ulp(1e6) ~ 1e-10, amplified by the precisions)."""
+    x = clustered(n=1500, d=5, k=4, seed=3)
+    far = x + 1e6
+    init = GaussianMixture(4, "full", seed=0)
+    init.initialize(x)
+    w0, m0, c0 = init.weights_, init.means_, init.covariances_
+
+    def fit(data, means):
+        m = GaussianMixture(4, "full", tol=0.0, max_iter=10, warm_start=True)
+        return m.set_parameters(w0, means, c0).fit(data)
+
+    a, b = fit(x, m0), fit(far, m0 + 1e6)
+    np.testing.assert_allclose(b.history_, a.history_, rtol=0, atol=1e-7)
+    np.testing.assert_allclose((b.means_ - 1e6).numpy(), a.means_.numpy(), rtol=0, atol=1e-7)
+    shifted = GaussianMixture(4, "full").set_parameters(a.weights_, a.means_ + 1e6,
+                                                        a.covariances_)
+    np.testing.assert_allclose(shifted.score_samples(far).numpy(), a.score_samples(x).numpy(),
+                               rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_deferred_read_back_changes_nothing(monkeypatch, covariance_type):
+    """On an accelerator with tol=0 the loop reads its log-likelihoods and checks back every
+    SYNC_EVERY iterations (forced here on the CPU): the same history, the same parameters,
+    and a collapse raises the same error as with a read-back every iteration."""
+    x = overlapping_gaussians()
+
+    def fit(**kw):
+        return GaussianMixture(3, covariance_type, tol=0.0, max_iter=23, seed=0, **kw).fit(x)
+
+    every_iteration = fit()
+    monkeypatch.setattr(GaussianMixture, "_sync_interval", lambda self, device: 5)
+    deferred = fit()
+    assert deferred.history_ == every_iteration.history_ and deferred.n_iter_ == 23
+    assert torch.equal(deferred.means_, every_iteration.means_)
+    # a component far from every point gets no responsibility at the first E-step: its
+    # collapse is found at the first read-back and reported as without deferral
+    cov = torch.eye(3, dtype=torch.float64) * 0.01
+    start = (torch.tensor([0.5, 0.25, 0.25]), torch.tensor([[0.0, 0, 0], [2, 1, 0], [1e3, 0, 0]],
+                                                           dtype=torch.float64),
+             torch.stack([torch.eye(3, dtype=torch.float64), cov, cov]))
+    if covariance_type == "diag":
+        start = start[:2] + (start[2].diagonal(dim1=1, dim2=2),)
+    messages = []
+    for interval in (1, 5):
+        monkeypatch.setattr(GaussianMixture, "_sync_interval", lambda self, d, i=interval: i)
+        m = GaussianMixture(3, covariance_type, tol=0.0, max_iter=10, warm_start=True)
+        m.set_parameters(*start)
+        with pytest.raises(ComponentCollapseError,
+                           match=r"component 2 of 3 collapsed \(its total responsibility is "
+                                 r"0 points") as e:
+            m.fit(x)
+        messages.append(str(e.value))
+        assert m._pending is None
+    assert messages[0] == messages[1]
+
+
+def test_a_non_finite_log_likelihood_is_reported_at_its_iteration(monkeypatch):
+    x = overlapping_gaussians(200)
+    real = GaussianMixture._responsibilities
+    for interval in (1, 4):
+        calls = []
+
+        def poisoned(self, data, calls=calls):
+            ll, resp = real(self, data)
+            calls.append(1)
+            return (ll * math.nan if len(calls) == 4 else ll), resp    # iteration 3
+
+        monkeypatch.setattr(GaussianMixture, "_responsibilities", poisoned)
+        monkeypatch.setattr(GaussianMixture, "_sync_interval", lambda self, d, i=interval: i)
+        with pytest.raises(ComponentCollapseError,
+                           match="log-likelihood became nan at EM iteration 3; raise "
+                                 "reg_covar"):
+            GaussianMixture(3, tol=0.0, max_iter=10).fit(x)
