@@ -75,3 +75,27 @@ def double_precision():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+def whole_and_resumed(dataset, model: dict, tmp_path, total: int, first: int):
+    """Train ``model`` on ``dataset`` for ``total`` epochs in one go (``tmp_path/whole``) and
+    for ``first`` epochs then ``vaekit train --resume --epochs total`` (``tmp_path/parts``);
+    returns the two runs' ``last.safetensors`` as ``((tensors, meta), (tensors, meta))``."""
+    from vaekit.cli import main
+    from vaekit.config import Config
+    from vaekit.io import load_tensors
+    from vaekit.runs import train_run
+    from vaekit.training import LAST
+
+    def config(epochs):
+        return Config.from_dict({"data": {"dataset": str(dataset)},
+                                 "model": {"hidden_sizes": [16], "latent_dim": 2, **model},
+                                 "train": {"batch_size": 32, "seed": 3, "device": "cpu",
+                                           "epochs": epochs}})
+
+    for epochs, out in ((total, "whole"), (first, "parts")):
+        train_run(config(epochs), tmp_path / out, progress=False, evaluate_after=False,
+                  figures=False, log=lambda msg: None)
+    assert main(["train", "--resume", str(tmp_path / "parts"), "--epochs", str(total),
+                 "--no-eval", "--no-progress", "--threads", "1"]) == 0
+    return (load_tensors(tmp_path / "whole" / LAST), load_tensors(tmp_path / "parts" / LAST))

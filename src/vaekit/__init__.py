@@ -21,6 +21,10 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
+from .threads import set_wait_policy  # noqa: E402  (before torch loads OpenMP: vaekit.threads)
+
+set_wait_policy()
+
 from .config import Config, DataConfig, TrainConfig, load_config  # noqa: E402
 from .data import Dataset, binarize, eval_split, load_dataset  # noqa: E402
 from .errors import (  # noqa: E402

@@ -29,12 +29,17 @@ from .config import (
 )
 from .errors import ConfigError, VaekitError, VaekitWarning
 from .io import read_json
-from .options import choices_of, field_types
+from .options import choices_of, coerce, field_types
+from .threads import default_threads
+
+THREADS_HELP = "CPU threads (default: the cores other work leaves free; see README, Threads)"
+DEVICE_HELP = "auto or a torch device: cpu, cuda, cuda:N, mps, xpu"
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 # Fields that may change when a run is resumed; the rest must stay as trained.
-RESUMABLE_FIELDS = {"epochs", "patience", "device", "eval_num_samples", "data_dir", "lr"}
+RESUMABLE_FIELDS = {"epochs", "patience", "device", "eval_num_samples", "data_dir", "lr",
+                    "tracking", "tracking_uri", "experiment"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,7 +121,21 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
             choices = choices_of(f)
             metavar = "{" + ",".join(choices) + "}" if choices else _metavar(e["type"])
             g.add_argument(*flags, dest=dest, metavar=metavar, default=argparse.SUPPRESS,
-                           help=f"{help_} {shown}")
+                           type=_readable_as(name, e["type"]), help=f"{help_} {shown}")
+
+
+def _readable_as(name: str, tp):
+    """An argparse ``type`` that checks a command-line string reads as the field's type (a
+    usage error, exit 2, when not) and passes the string on unchanged for the configuration
+    to convert."""
+    def check(value: str) -> str:
+        try:
+            coerce(name, tp, value)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+    check.__name__ = _metavar(tp).lower()
+    return check
 
 
 def _default(f: dataclasses.Field) -> str:
@@ -127,6 +146,9 @@ def _default(f: dataclasses.Field) -> str:
 
 def _metavar(tp) -> str:
     import typing
+
+    from .options import _base_type
+    tp = _base_type(tp)[0]                     # X | None: X's metavar
     if typing.get_origin(tp) is list:
         return "N,N,..."
     return {int: "N", float: "X"}.get(tp, "TEXT")
@@ -170,9 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", type=int, metavar="K", default=None,
                    help="importance samples k for the log-likelihood (default: the run's, 5000)")
     e.add_argument("--split", choices=("test", "valid", "train"), default="test")
-    e.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    e.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
-    e.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    _add_run_source(e)
     e.add_argument("--noise", choices=("masking", "gaussian"),
                    help="autoencoders: score the reconstruction of inputs corrupted this way "
                         "(denoising error; saved as eval-SPLIT-NOISE-LEVEL.json)")
@@ -203,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", choices=("best", "last"), default="best")
     g.add_argument("--out", metavar="DIR", help="where gradients.json/png go (default: RUN)")
     g.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
-    g.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP)
     _add_common(g)
 
     c = sub.add_parser("compare", help="a table and learning curves of several runs",
@@ -236,7 +256,38 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", metavar="DIR", help="where the json and png go (default: RUN, or "
                                                 "runs/importance-sampling)")
     i.add_argument("--json", action="store_true", help="print the rows as JSON")
-    i.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch)")
+    i.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+
+    gp = sub.add_parser("gaps", help="the inference gap of a VAE split into approximation and "
+                                     "amortization gaps (Cremer et al. 2018)",
+                        description="For the first N test points: log p(x) (L_K), the ELBO of "
+                                    "the amortized q(z|x) and of q*, the same family optimised "
+                                    "point by point from the encoder's output (Adam); the "
+                                    "inference gap log p(x) - ELBO(q) = approximation gap "
+                                    "(log p(x) - ELBO(q*)) + amortization gap (ELBO(q*) - "
+                                    "ELBO(q)), in nats. Writes gaps.json and gaps.png into RUN.")
+    gp.add_argument("run", metavar="RUN", help="a run directory written by 'vaekit train'")
+    gp.add_argument("--num-points", type=int, default=100, metavar="N",
+                    help="the first N test points (default 100)")
+    gp.add_argument("--num-samples", type=int, default=5000, metavar="K",
+                    help="importance samples k of the estimate of log p(x) (default 5000)")
+    gp.add_argument("--elbo-samples", type=int, default=1000, metavar="M",
+                    help="samples per point of each ELBO estimate (default 1000)")
+    gp.add_argument("--steps", type=int, default=2000, metavar="S",
+                    help="the most Adam steps of the per-point optimisation (default 2000; a "
+                         "point stops earlier when its ELBO stops improving)")
+    gp.add_argument("--lr", type=float, default=1e-2,
+                    help="Adam's learning rate for the local parameters (default 0.01)")
+    gp.add_argument("--seed", type=int, default=0,
+                    help="seed of every draw (default 0: the same numbers each time)")
+    gp.add_argument("--flow", choices=("planar",),
+                    help="also optimise, per point, q* followed by a local planar flow, and "
+                         "report the approximation gap that is left")
+    gp.add_argument("--flow-steps", type=int, default=4, metavar="T",
+                    help="planar steps of --flow (default 4)")
+    gp.add_argument("--split", choices=("test", "valid", "train"), default="test")
+    _add_run_source(gp)
+    _add_common(gp)
 
     s = sub.add_parser("sample", help="draw samples, reconstructions and other figures of a run",
                        description="Draw a run's figures (samples, reconstructions, ...) into "
@@ -253,17 +304,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "for the samples themselves")
     s.add_argument("--mean", action="store_true",
                    help="with a .npy/.csv --out: write the means E[x|z] instead of draws")
-    s.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    s.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
-    s.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch)")
+    s.add_argument("--label", type=int, metavar="Y", default=None,
+                   help="conditional models (cvae, m2): draw from p(x|z, y=Y), the class "
+                        "numbered Y (0-based)")
+    _add_run_source(s)
+    s.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     return parser
+
+
+def _add_run_source(p: argparse.ArgumentParser) -> None:
+    """Which weights of RUN, where its data are now, and the device."""
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--data-dir", metavar="DIR", help="where the dataset is now, if it moved")
+    p.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch)")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -285,7 +344,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise ConfigError(
                 f"{names} cannot change when resuming; only "
                 f"{', '.join(_flag(n) for n in sorted(RESUMABLE_FIELDS))} can")
-        return Config.from_dict(merge(read_json(cfg_path), overrides), legacy=True).validate()
+        saved = read_json(cfg_path)
+        train = overrides.get("train", {})
+        if "tracking" in train and isinstance(saved.get("train"), dict):
+            # another --tracking on resume: the run's MLflow settings are not carried over
+            for name in ("tracking_uri", "experiment"):
+                if name not in train:
+                    saved["train"].pop(name, None)
+        return Config.from_dict(merge(saved, overrides), legacy=True).validate()
     base = read_config_file(args.config)                 # a run's config.json may serve too
     return Config.from_dict(merge(base, overrides), legacy=written_by_0_1(base)).validate()
 
@@ -379,9 +445,11 @@ def _cmd_sample(args) -> int:
     run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
                    device=args.device)
     if to_file:
-        print(export_samples(run, out, args.num, seed=args.seed, mean=args.mean))
+        print(export_samples(run, out, args.num, seed=args.seed, mean=args.mean,
+                             label=args.label))
         return 0
-    for p in make_figures(run, out=out, num_samples=args.num, seed=args.seed):
+    for p in make_figures(run, out=out, num_samples=args.num, seed=args.seed,
+                          label=args.label):
         print(p)
     return 0
 
@@ -525,6 +593,58 @@ def _cmd_importance_sampling(args) -> int:
     return 0
 
 
+def _cmd_gaps(args) -> int:
+    from .gaps import run_gaps
+    if args.num_points < 1 or args.num_samples < 1 or args.steps < 1:
+        raise ConfigError("--num-points, --num-samples and --steps must be positive integers")
+    if args.elbo_samples < 2:
+        raise ConfigError(f"--elbo-samples must be at least 2, got {args.elbo_samples}")
+    if not args.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {args.lr}")
+    if args.flow and args.flow_steps < 1:
+        raise ConfigError(f"--flow-steps must be a positive integer, got {args.flow_steps}")
+    from .runs import load_run
+    run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
+                   device=args.device)
+    result, written = run_gaps(run, num_points=args.num_points, num_samples=args.num_samples,
+                               elbo_samples=args.elbo_samples, steps=args.steps, lr=args.lr,
+                               seed=args.seed, split=args.split,
+                               flow_steps=args.flow_steps if args.flow else 0,
+                               log=None if args.no_progress or args.json else _stderr_line)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    s = result
+    print(f"inference gaps of {run.path} ({args.checkpoint}): {s['dataset']} {s['split']} set, "
+          f"the first {s['num_points']} points; in nats per point (mean ± s.e. over points)")
+    rows = [(f"log p(x)   L_{s['num_samples']}, proposal (q + q*)/2", "log_likelihood"),
+            (f"  (L_{s['num_samples']} with q alone, as vaekit evaluate)", "log_likelihood_q"),
+            (f"ELBO(q*)   optimised per point, {s['elbo_samples']} samples", "elbo_q_star"),
+            (f"ELBO(q)    amortized, {s['elbo_samples']} samples", "elbo_q"),
+            ("inference gap      log p(x) - ELBO(q)", "inference_gap"),
+            ("  approximation gap  log p(x) - ELBO(q*)", "approximation_gap"),
+            ("  amortization gap   ELBO(q*) - ELBO(q)", "amortization_gap")]
+    if s.get("elbo_q_star_flow") is not None:
+        rows[3:3] = [(f"ELBO(q*_flow) q* + {args.flow_steps} planar steps, per point",
+                      "elbo_q_star_flow")]
+        rows.append(("  with the flow:     log p(x) - ELBO(q*_flow)", "approximation_gap_flow"))
+    width = max(len(label) for label, _ in rows)
+    for label, key in rows:
+        print(f"  {label:<{width}}  {_fmt(s[key], s[key + '_se']):>16}")
+    print(f"  Monte-Carlo s.e. of the means: log p(x) {s['log_likelihood_mc_se']:.3f}, ELBO(q*) "
+          f"{s['elbo_q_star_mc_se']:.3f}, ELBO(q) {s['elbo_q_mc_se']:.3f}")
+    o = s["optimisation"]
+    print(f"  q*: Adam, lr {s['lr']:g}, {s['train_samples']} samples per step; steps per "
+          f"point: median {o['median_steps']}, at most {o['max_steps']}; {o['at_limit']} of "
+          f"{s['num_points']} still improving at the limit of {s['steps']}")
+    print("wrote " + " and ".join(str(p) for p in written))
+    return 0
+
+
+def _stderr_line(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def eval_test(run) -> torch.Tensor:
     """The run's test split as evaluated (binarized once under dynamic binarization)."""
     from .data import eval_split
@@ -560,16 +680,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():           # restored when main returns
         warnings.showwarning = _show_warning
         try:
-            if args.threads:
-                if args.threads < 1:
-                    raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
-                torch.set_num_threads(args.threads)
+            if args.threads is not None and args.threads < 1:
+                raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+            torch.set_num_threads(args.threads or default_threads())     # vaekit.threads
             return {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
                     "gradients": _cmd_gradients, "compare": _cmd_compare,
-                    "importance-sampling": _cmd_importance_sampling}[args.command](args)
+                    "importance-sampling": _cmd_importance_sampling,
+                    "gaps": _cmd_gaps}[args.command](args)
         except VaekitError as e:
             print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
-            return EXIT_ERROR
+            return e.exit_code               # EXIT_ERROR; EXIT_USAGE for a missing package
         except KeyboardInterrupt:
             print(f"vaekit {args.command}: interrupted; the last completed epoch's checkpoint "
                   "is kept (continue with 'vaekit train --resume RUN')", file=sys.stderr)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .options import Options, nonnegative, off_or_positive, one_of, option, positive
 
 BINARIZATIONS = ("auto", "dynamic", "none")
@@ -67,8 +67,18 @@ class DataConfig(Options):
 
 
 def _devices(name: str, value: str) -> None:
-    if not (value in ("auto", "cpu") or value.startswith("cuda")):
-        raise ConfigError(f"{name} must be auto, cpu, cuda or cuda:N, got {value!r}")
+    """``auto`` or any string ``torch.device`` accepts (``cpu``, ``cuda``, ``cuda:1``, ``mps``,
+    ``xpu``, ...); whether that device is present is checked when the run starts
+    (:func:`vaekit.training.resolve_device`)."""
+    if value == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{name} must be auto or a torch device (cpu, cuda, cuda:N, mps, "
+                          f"xpu, ...), got {value!r}") from None
 
 
 def _adam_beta(name: str, value: float) -> None:
@@ -116,8 +126,28 @@ class TrainConfig(Options):
     monitor_num_samples: int = option(1000, "k of the monitored bound L_k", check=positive)
     monitor_examples: int = option(1000, "test examples used by the monitor (a fixed random "
                                          "subset)", check=positive)
-    device: str = option("auto", "auto (CUDA when present) | cpu | cuda | cuda:N",
+    device: str = option("auto", "auto (CUDA when present, else CPU) | any torch device: cpu, "
+                                 "cuda, cuda:N, mps, xpu",
                          check=_devices)
+    tracking: str = option(
+        "auto", "experiment tracking (vaekit.tracking): none | tensorboard (RUN/tensorboard/) "
+                "| mlflow (parameters, per-epoch metrics, evaluation, figures); auto: "
+                "tensorboard when installed, else none",
+        check=one_of(lambda: _tracking_choices()))
+    tracking_uri: str | None = option(
+        None, "mlflow: the tracking store, a server (http://host:port) or sqlite:///file.db; "
+              "None: MLFLOW_TRACKING_URI, else MLflow's default in the working directory")
+    experiment: str | None = option(
+        None, "mlflow: the experiment name; None: MLFLOW_EXPERIMENT_NAME, else vaekit")
+
+    def check(self) -> None:
+        from .tracking import check_settings
+        check_settings(self)
+
+
+def _tracking_choices() -> list[str]:
+    from .tracking import tracking_choices
+    return tracking_choices()
 
 
 # Fields of vaekit 0.1's flat sections, which its run directories' config.json files hold for
@@ -223,7 +253,8 @@ class Config:
         for section, values in d.items():
             if section not in SECTIONS:
                 raise ConfigError(
-                    f"unknown configuration section {section!r}; known: {', '.join(SECTIONS)}")
+                    f"unknown configuration section {section!r}"
+                    f"{did_you_mean(section, SECTIONS)}; known: {', '.join(SECTIONS)}")
             if not isinstance(values, dict):
                 raise ConfigError(f"configuration section {section!r} must be a mapping")
         model = dict(d.get("model", {}))
@@ -254,7 +285,8 @@ class Config:
         if unknown:
             takes = ", ".join(sorted(est_fields)) or "none"
             raise ConfigError(
-                f"{unknown[0]!r} is not an option of the trainer or of objective {resolved} "
+                f"{unknown[0]!r} is not an option of the trainer or of objective {resolved}"
+                f"{did_you_mean(unknown[0], trainer_fields | est_fields | family_fields)} "
                 f"(its options: {takes}); trainer options: {', '.join(sorted(trainer_fields))}")
         data = dict(d.get("data", {}))
         if legacy:

@@ -210,7 +210,9 @@ def refuse_float_grey_levels(dataset: Dataset) -> None:
     raws = [dataset.raw(s) for s in SPLITS]
     lo = min(float(r.min()) for r in raws)
     hi = max(float(r.max()) for r in raws)
-    if lo >= 0 and 1 < hi <= 255 and all(torch.equal(r, r.round()) for r in raws):
+    from .observations import looks_like_grey_levels
+
+    if lo >= 0 and looks_like_grey_levels(hi) and all(torch.equal(r, r.round()) for r in raws):
         raise DataError(
             f"{dataset.name} holds whole numbers in [{lo:g}, {hi:g}] stored as floats: they "
             "look like 0..255 grey levels; save them as uint8 (vaekit scales them) or divide "
@@ -506,9 +508,14 @@ def load_binarized_mnist(data_dir: str | os.PathLike | None = None,
                 except ChecksumError:
                     raise
                 except DataError as e:
-                    raise DataError(f"binarized MNIST is not in {where} and {e}, or put "
-                                    "binarized_mnist.npz in --data-dir or $VAEKIT_DATA_DIR") \
-                        from None
+                    missing = [f"binarized_mnist_{m}.amat" for m in SPLITS
+                               if not (target / f"binarized_mnist_{m}.amat").is_file()]
+                    reason = str(e).split("; download it by hand")[0]
+                    raise DataError(
+                        f"binarized MNIST is not in {where} and {reason}; download "
+                        f"{', '.join(missing)} from {BINARIZED_MNIST_URL.rsplit('/', 1)[0]}/ "
+                        f"into {target}, or put binarized_mnist.npz in --data-dir or "
+                        "$VAEKIT_DATA_DIR") from None
         arrays, source = {s: read_amat(target / f"binarized_mnist_{s}.amat")
                           for s in SPLITS}, target
     _check_binarized_mnist(arrays, source)

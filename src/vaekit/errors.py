@@ -9,7 +9,10 @@ from __future__ import annotations
 
 
 class VaekitError(Exception):
-    """Base class of every error vaekit raises on purpose."""
+    """Base class of every error vaekit raises on purpose. ``exit_code``: the command line's
+    exit status for it (1; 2 for usage errors such as a missing optional package)."""
+
+    exit_code: int = 1
 
 
 class ConfigError(VaekitError, ValueError):
@@ -38,3 +41,14 @@ class TrainingDivergedError(VaekitError, FloatingPointError):
 
 class VaekitWarning(UserWarning):
     """A warning vaekit gives on purpose (the command line prints it as one line)."""
+
+
+def did_you_mean(name: object, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a mistyped ``name``, or
+    ``""`` when none is close (difflib's ratio >= 0.6)."""
+    import difflib
+
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [str(c) for c in choices if str(c) != name], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -29,10 +29,12 @@ import torch
 from .distributions import analytic_kl
 from .errors import VaekitWarning
 from .objectives import LogTerms, log_terms
+from .priors import log_prob_size
 from .progress import Progress
 
 DEFAULT_MAX_ROWS = 2048   # decoder rows (chunk x batch) at once: bounds memory, stays in cache
 COMPILE_MIN_ROWS = 10_000_000   # compile="auto" compiles when num_samples x N reaches this
+PRIOR_BUDGET = 1 << 25    # values log p(z) computes at once (chunk x batch x its size, ~32M)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -114,6 +116,17 @@ class Evaluation(Mapping):
         kwargs = {k: v for k, v in d.items() if k in names}
         kwargs.setdefault("num_examples", 0)
         return cls(**kwargs)
+
+    @staticmethod
+    def read(d: Mapping[str, Any]) -> Evaluation:
+        """An ``eval.json`` dict as the result class its ``kind`` names (the base class for
+        an unknown or missing kind)."""
+        todo, kinds = [Evaluation], {}
+        while todo:
+            c = todo.pop()
+            kinds.setdefault(c.kind, c)
+            todo.extend(c.__subclasses__())
+        return kinds.get(d.get("kind"), Evaluation).from_dict(d)
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
@@ -259,7 +272,10 @@ def importance_sampling_terms(model, x: torch.Tensor, num_samples: int, chunk_si
     Args:
         x: ``(B, *event_shape)`` on the model's device.
         num_samples: k.
-        chunk_size: samples drawn at once; memory is O(chunk_size * B * D).
+        chunk_size: samples drawn at most at once; memory is O(chunk_size * B * D). Fewer
+            when the prior's log-density computes many values per z (a mixture of K
+            components: K * D_z, :func:`vaekit.priors.log_prob_size`), so that chunk x B x
+            that size stays within :data:`PRIOR_BUDGET`.
         terms_fn: :func:`~vaekit.objectives.log_terms` or its compiled form (same values to
             float rounding; samples are drawn eagerly either way, so the random stream is
             the same).
@@ -271,6 +287,7 @@ def importance_sampling_terms(model, x: torch.Tensor, num_samples: int, chunk_si
     """
     q = model.encoder(x)
     prior = model.prior()
+    chunk_size = max(1, min(chunk_size, PRIOR_BUDGET // (x.shape[0] * log_prob_size(prior))))
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     lse = torch.full(x.shape[:1], -math.inf, device=x.device, dtype=dtype)
     sum_rec = torch.zeros_like(lse)

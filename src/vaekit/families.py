@@ -33,7 +33,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import Dataset, eval_split, resolve_binarization
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .evaluation import BoundEvaluation, Evaluation, ExactEvaluation, evaluate_bound, mean_and_se
 from .io import atomic_write, save_tensors
 from .options import Options
@@ -52,6 +52,11 @@ CAPABILITIES: dict[str, str] = {
     "exact_likelihood": "log p(x) is computed exactly",
     "importance_sampling": "a discrete latent with an exact posterior (vaekit "
                            "importance-sampling)",
+    "labels": "uses the data's class labels: training batches reach the estimator as "
+              "(x, y) (Family.batch_losses), validation and evaluation receive the labels "
+              "of their split, and samples can be drawn for a given class (--label)",
+    "gaps": "q(z|x) is a posterior head applied to per-point encoder features, which can be "
+            "optimised point by point (vaekit gaps: approximation and amortization gaps)",
 }
 
 FAMILIES: Registry[Family] = Registry("model")
@@ -148,6 +153,34 @@ class FitJob:
         """A split's values as evaluated (binarized once under dynamic binarization)."""
         return eval_split(self.dataset, split, self.binarization)
 
+    def labels(self, split: str) -> torch.Tensor:
+        """A split's class labels, ``(N,)`` int64, for families with the ``labels``
+        capability.
+
+        Raises:
+            DataError: the split has no labels.
+        """
+        y = getattr(self.dataset, f"{split}_labels")
+        if y is None:
+            raise DataError(f"the {split} split of {self.dataset.name} has no class labels")
+        return torch.as_tensor(y).long()
+
+
+@dataclass
+class LabelledBatch:
+    """One training step's data for a family with the ``labels`` capability
+    (:meth:`Family.batch_losses`): ``x: (B, *event_shape)`` values and ``y: (B,)`` int64
+    labels sliced by the same permutation (``None`` when the main batch is unlabelled), and
+    for semi-supervised training a labelled sub-batch ``x_labelled: (B_l, *event_shape)``,
+    ``y_labelled: (B_l,)`` drawn with replacement from the labelled set, which stands for
+    ``labelled_weight`` times as many examples per example as the main batch does."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    x_labelled: torch.Tensor | None = None
+    y_labelled: torch.Tensor | None = None
+    labelled_weight: float = 1.0
+
 
 @dataclass
 class FigureContext:
@@ -162,6 +195,7 @@ class FigureContext:
     num_samples: int = 100          # how many samples samples.png shows
     seed: int = 0                   # the seed of those samples
     valid_name: str | None = None   # the validation score's name (None: the family's)
+    label: int | None = None        # samples of this class only (families with "labels")
 
     def test_values(self) -> torch.Tensor:
         return eval_split(self.dataset, "test", self.binarization)
@@ -238,6 +272,19 @@ class Family:
     def latent_dim(self, model: nn.Module) -> int:
         return int(model.latent_dim)
 
+    def local_posterior(self, model: nn.Module, x: torch.Tensor):
+        """The local variational parameters of q(z|x) and the map from them to q, for the
+        ``gaps`` capability: ``(h, head)`` with ``h: (B, F)`` the encoder's features of ``x:
+        (B, *event_shape)`` and ``head(h) -> Distribution`` (batch shape ``(B,)``), so that
+        ``head(h)`` is the amortized q(z|x) and ``head(h')`` for any other ``h'`` stays in
+        the same variational family (:mod:`vaekit.gaps`).
+
+        Raises:
+            ConfigError: the family does not have the ``gaps`` capability.
+        """
+        raise ConfigError(f"a {self.name} has no per-point variational parameters to "
+                          "optimise")
+
     def legacy_parameter_order(self, model: nn.Module) -> list[str]:
         """The model's parameter names in the order vaekit 0.1 gave them (the optimizer
         state of its checkpoints is in that order)."""
@@ -250,8 +297,14 @@ class Family:
         raise NotImplementedError
 
     def validation_score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The model-selection score per example, ``(B,)``, higher is better."""
+        """The model-selection score per example, ``(B,)``, higher is better (families with
+        the ``labels`` capability whose trainer gets ``valid_y`` take ``(model, x, y)``)."""
         raise NotImplementedError
+
+    def batch_losses(self, estimator, model: nn.Module, batch: LabelledBatch):
+        """The :class:`~vaekit.estimators.Losses` of one training step of a family with the
+        ``labels`` capability (the trainer calls ``estimator(model, x)`` for the others)."""
+        return estimator(model, batch.x)
 
     def evaluate(self, model: nn.Module, x: torch.Tensor, num_samples: int = 5000, *,
                  progress: bool = False, noise: tuple[str, float] | None = None,
@@ -302,7 +355,8 @@ class Family:
         _, labels = ds.split("test")
         if shape is not None and self.supports("sample"):
             out.append(("samples.png", plotting.plot_samples(
-                sampling.prior_samples(model, ctx.num_samples, ctx.seed), shape)))
+                sampling.prior_samples(model, ctx.num_samples, ctx.seed, label=ctx.label),
+                shape)))
         embed = self.supports("embed")
         if shape is not None and embed:
             shown = sampling.shown_examples(x_test, 50)       # a fixed random draw, not x[:50]
@@ -373,6 +427,17 @@ class GradientFamily(Family):
     def after_fit(self, model: nn.Module, job: FitJob, trainer) -> None:
         """Runs after training, on the model with its best weights (a prior over codes, ...)."""
 
+    def trainer_data(self, job: FitJob, model: nn.Module) -> dict:
+        """The data arguments of the :class:`~vaekit.training.Trainer` that fits ``model``:
+        ``train_x`` (as
+        stored) and ``valid_x``; with the ``labels`` capability also ``train_y`` and
+        ``valid_y``. A family may add ``labelled`` (a
+        :class:`~vaekit.training.LabelledSet`) and ``callbacks``."""
+        data = {"train_x": job.dataset.raw("train"), "valid_x": job.values("valid")}
+        if self.supports("labels"):
+            data.update(train_y=job.labels("train"), valid_y=job.labels("valid"))
+        return data
+
     def fit(self, model: nn.Module, job: FitJob):
         from .training import Trainer, resolve_device
 
@@ -380,7 +445,7 @@ class GradientFamily(Family):
             self.before_fit(model.to(resolve_device(job.train.device)), job)
         monitor_x = (monitor_subset(job.values("test"), job.train.monitor_examples)
                      if job.train.monitor_every else None)
-        trainer = Trainer(model, job.train, job.dataset.raw("train"), job.values("valid"),
+        trainer = Trainer(model, job.train, **self.trainer_data(job, model),
                           estimator=job.estimator, divisor=job.dataset.divisor,
                           dynamic_binarization=job.dynamic, run_dir=job.run_dir,
                           progress=job.progress, log=job.log, monitor_x=monitor_x)
@@ -534,5 +599,5 @@ def check_data(family: Family, options: Options, dataset: Dataset, requested: st
 
 
 __all__ = ["CAPABILITIES", "FAMILIES", "BoundFamily", "EMFamily", "Family", "FigureContext",
-           "FitJob", "GradientFamily", "OwnObjectiveFamily", "check_data", "family_of",
-           "family_of_options", "get_family", "monitor_subset", "register_family"]
+           "FitJob", "GradientFamily", "LabelledBatch", "OwnObjectiveFamily", "check_data",
+           "family_of", "family_of_options", "get_family", "monitor_subset", "register_family"]

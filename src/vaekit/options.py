@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 Check = Callable[[str, Any], None]
 
@@ -70,7 +70,8 @@ def one_of(choices: Iterable[str] | Callable[[], Iterable[str]]) -> Check:
     def check(name: str, value: Any) -> None:
         allowed = list(choices() if callable(choices) else choices)
         if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}"
+                              f"{did_you_mean(value, allowed)}")
     check.choices = choices             # read by the command line's help
     return check
 
@@ -133,8 +134,9 @@ class Options:
         kwargs = {}
         for name, value in values.items():
             if name not in types_:
-                raise ConfigError(f"{name!r} is not an option of {owner or cls.section}; its "
-                                  f"options are {', '.join(types_) or '(none)'}")
+                raise ConfigError(f"{name!r} is not an option of {owner or cls.section}"
+                                  f"{did_you_mean(name, types_)}; its options are "
+                                  f"{', '.join(types_) or '(none)'}")
             kwargs[name] = coerce(name, types_[name], value)
         return cls(**kwargs)
 

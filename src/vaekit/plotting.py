@@ -715,3 +715,50 @@ def plot_em_history(history: Sequence[float] | Mapping[str, Sequence[float]]) ->
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ inference gaps (vaekit.gaps)
+def plot_inference_gaps(result: Mapping, title: str | None = None) -> Figure:
+    """The inference gap split into approximation and amortization gaps (Cremer, Li &
+    Duvenaud 2018), from a ``gaps.json`` dict (:func:`vaekit.gaps.run_gaps`; nats per point).
+
+    Left: one stacked bar, approximation gap (log p(x) - ELBO(q*)) below and amortization gap
+    (ELBO(q*) - ELBO(q)) above, each with its standard error over the points; the bar's top is
+    the inference gap log p(x) - ELBO(q); with ``approximation_gap_flow`` (``vaekit gaps
+    --flow``), a dashed line at the approximation gap a local planar flow leaves. Right: the two
+    gaps of every point (a point on the dashed line x = y has equal parts)."""
+    fig = Figure(figsize=(10, 4.4 if title else 4))
+    ax = fig.add_subplot(1, 2, 1)
+    approx, amort = result["approximation_gap"], result["amortization_gap"]
+    ax.bar([0], [approx], width=0.5, color="C0", label="approximation gap",
+           yerr=[result["approximation_gap_se"]], capsize=6)
+    ax.bar([0], [amort], width=0.5, bottom=[approx], color="C1", label="amortization gap",
+           yerr=[result["amortization_gap_se"]], capsize=6)
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    if result.get("approximation_gap_flow") is not None:
+        ax.axhline(result["approximation_gap_flow"], color="C3", linestyle="--", linewidth=1.2,
+                   label="approximation gap left by a local flow")
+    ax.set_xticks([0], [f"{result.get('num_points', '')} points"])
+    ax.set_xlim(-1, 1)
+    ax.set_ylabel("nats per point")
+    ax.set_title(f"inference gap {result['inference_gap']:.2f} = "
+                 f"{approx:.2f} + {amort:.2f}", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    ax = fig.add_subplot(1, 2, 2)
+    points = result.get("points") or {}
+    a = np.asarray(points.get("approximation_gap", []), dtype=float)
+    b = np.asarray(points.get("amortization_gap", []), dtype=float)
+    ax.scatter(a, b, s=14, alpha=0.7, color="C2")
+    if a.size:
+        lo = min(0.0, float(a.min()), float(b.min()))
+        hi = max(float(a.max()), float(b.max()), lo + 1e-3)
+        ax.plot([lo, hi], [lo, hi], "--", color="0.5", linewidth=1)
+    ax.set_xlabel("approximation gap (nats)")
+    ax.set_ylabel("amortization gap (nats)")
+    ax.set_title("per point", fontsize=10)
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle("\n".join(_wrap(title, 10, 12)), fontsize=12)
+    fig.tight_layout()
+    return fig

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 _MISSING = object()
@@ -61,7 +61,7 @@ class Registry(Generic[T]):
             if default is not _MISSING:
                 return default
             raise ConfigError(f"{self.kind} must be one of {', '.join(self._entries)}; "
-                              f"got {name!r}") from None
+                              f"got {name!r}{did_you_mean(name, self._entries)}") from None
 
     def names(self) -> list[str]:
         return list(self._entries)

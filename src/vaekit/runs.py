@@ -8,7 +8,10 @@ A run directory holds::
     best.safetensors    model weights at the best validation score
     last.safetensors    model + estimator + optimizer + scheduler + RNG state of the last epoch
     metrics.jsonl       one JSON record per epoch
-    tensorboard/        TensorBoard event files
+    tensorboard/        TensorBoard event files (--tracking tensorboard: the default when the
+                        package is installed)
+    tracking.json       --tracking mlflow: the MLflow run (store, experiment, run id) that
+                        --resume continues
     eval.json           test metrics (vaekit evaluate)
     *.png               figures (vaekit sample)
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from . import plotting
+from . import plotting, tracking
 from .config import Config, TrainConfig
 from .data import (
     EVAL_BINARIZATION_SEEDS,
@@ -44,7 +47,7 @@ from .data import (
 )
 from .errors import CheckpointError, ConfigError
 from .evaluation import Evaluation, model_device
-from .families import FigureContext, FitJob, check_data, family_of, monitor_subset
+from .families import FAMILIES, FigureContext, FitJob, check_data, family_of, monitor_subset
 from .io import load_tensors, read_json, run_lock, write_json
 from .options import Options
 from .training import (
@@ -149,7 +152,8 @@ def train(model: torch.nn.Module, data: Dataset, config: TrainConfig | None = No
         estimator: the objective's options (default: its defaults), e.g.
             ``vaekit.estimators.IWAEOptions(num_samples=5)``.
         binarization: ``auto``, ``dynamic`` or ``none`` (see :class:`~vaekit.config.DataConfig`).
-        run_dir: where checkpoints and logs go (``None``: nothing is written).
+        run_dir: where checkpoints and logs go (``None``: nothing is written). The tracker
+            of ``config.tracking`` (:mod:`vaekit.tracking`) logs the epochs there.
         resume: continue from ``run_dir``'s ``last.safetensors``.
 
     Returns:
@@ -157,19 +161,33 @@ def train(model: torch.nn.Module, data: Dataset, config: TrainConfig | None = No
         best-validation weights.
 
     Raises:
-        DataError, ConfigError: data the model cannot take, bad options.
+        DataError, ConfigError: data the model cannot take, bad options (a tracking backend
+            without ``run_dir``; a missing package: :class:`vaekit.tracking.MissingPackageError`).
         TrainingDivergedError: NaN loss; the last good checkpoint is kept.
     """
     family = family_of(model)
     config = config or TrainConfig()
     config.validate()
+    if run_dir is not None and tracking.active(run_dir) is None:   # before anything is written
+        config = tracking.prepare(config, run_dir, resume=resume)
+    elif run_dir is None and config.tracking not in ("auto", "none"):
+        raise ConfigError(f"tracking {config.tracking} logs a run directory's training: give "
+                          "run_dir, or tracking='none'")
     from .data import check_likelihood, resolve_binarization
     likelihood = family.observation_name(model)
     check_likelihood(data, likelihood)
     b = resolve_binarization(binarization, data, likelihood)
     job = FitJob(data, b, config, estimator, Path(run_dir) if run_dir is not None else None,
                  resume, progress, log or _stderr)
-    return family.fit(model, job)
+    params = {"model": family.name, **config.to_dict(),
+              **(estimator.to_dict() if estimator is not None else {})}
+    with tracking.session(config, run_dir, params=params, resume=resume) as tracker:
+        result = family.fit(model, job)
+        # a family fitted without the trainer (EM) logs its iterations here
+        tracker.log_history(result.history, (f"L_{config.valid_num_samples}"
+                                             if config.valid_num_samples
+                                             else family.validation_name))
+    return result
 
 
 def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: bool = False,
@@ -186,6 +204,7 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
         TrainingDivergedError: NaN loss; the last good checkpoint is kept.
     """
     config.validate()
+    resumed_at = None                 # the epoch of the checkpoint a resumed run starts from
     if resume:
         if out is None:
             raise CheckpointError("--resume needs the run directory to continue")
@@ -198,9 +217,10 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
             resume = False
         else:
             try:                                  # checked before anything is written
-                load_tensors(run_dir / LAST)
+                _, last_meta = load_tensors(run_dir / LAST)
             except CheckpointError as e:
                 raise CheckpointError(f"{e}; {best_fallback(run_dir)}") from None
+            resumed_at = last_meta.get("epoch")
     else:
         run_dir = Path(out) if out is not None else default_run_dir(config)
         if (run_dir / CONFIG).exists():
@@ -211,6 +231,9 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
             log(f"{run_dir} holds a run that stopped before its first checkpoint; "
                 "starting afresh there")
         config = _absolute_paths(config)
+    # --tracking resolved (auto), its package and store checked: before anything is written
+    config = dataclasses.replace(config, train=tracking.prepare(config.train, run_dir,
+                                                                resume=resume))
     config, dataset, binarization = resolve_data(config)   # fails before anything is written
     resolve_device(config.train.device)
     config = config.resolved()
@@ -219,11 +242,19 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
     family = config.family
     torch.manual_seed(config.train.seed)
     model = family.build(config.model, dataset.event_shape)
-    with run_lock(run_dir, "train"):             # refused while another process holds it
-        run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, "train"), contextlib.ExitStack() as held:   # refused while another
+        run_dir.mkdir(parents=True, exist_ok=True)                      # process holds it
+        if resumed_at is not None:
+            log(f"resuming {run_dir} from its last checkpoint (epoch {resumed_at})")
         write_json(run_dir / CONFIG, config.to_dict())
         if not resume or not (run_dir / DATA).is_file():
             write_json(run_dir / DATA, data_description(dataset))
+        # one tracking session for training, evaluation and figures (vaekit.tracking)
+        tracker = held.enter_context(tracking.session(config.train, run_dir,
+                                                      params=config.to_dict(), resume=resume))
+        if tracker.name == "mlflow":
+            log(f"MLflow run {tracker.run_id} (experiment {config.train.experiment}) at "
+                f"{config.train.tracking_uri}")
         log(f"training {family.name} ({config.objective}) on {dataset.name} "
             f"({dataset.raw_train.shape[0]} examples, binarization {binarization}); "
             f"run directory {run_dir}")
@@ -247,10 +278,20 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
                                               else dataset.standardization.log_abs_det)}}
         run = Run(run_dir, config, model.to(resolve_device(config.train.device)), dataset,
                   binarization)
-        if evaluate_after:
+        finished_before = (resume and resumed_at is not None and result.epochs == resumed_at
+                           and (run_dir / EVAL).is_file())
+        if evaluate_after and finished_before:
+            # nothing was trained: the run's evaluation stands (and is not recomputed)
+            log(f"{run_dir} was already complete at epoch {resumed_at}; nothing to train, and "
+                f"its {EVAL} is kept (vaekit evaluate {run_dir} evaluates it again)")
+            summary["eval"] = Evaluation.read(load_eval(run_dir))
+        elif evaluate_after:
             summary["eval"] = evaluate_run(run, progress=progress, log=log)
+            tracker.log_evaluation(summary["eval"].to_dict(), step=result.epochs)
         if figures:
             summary["figures"] = [str(p) for p in make_figures(run, result.history)]
+            for p in summary["figures"]:
+                tracker.log_artifact(p)
         return summary
 
 
@@ -404,10 +445,13 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
         x = eval_split(run.dataset, split, run.binarization)
         family = run.family
         device = model_device(run.model)
+        # families with the "labels" capability are scored with the split's labels
+        labels = ({"labels": FitJob(run.dataset, run.binarization).labels(split)}
+                  if family.supports("labels") else {})
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             result = family.evaluate(run.model, x, k, progress=progress, noise=noise,
-                                     compile=compile, log=log)
+                                     compile=compile, log=log, **labels)
         if run.dataset.standardization is not None:
             result = result.in_original_units(run.dataset.standardization.log_abs_det)
         result.dataset, result.split = run.dataset.name, split
@@ -429,15 +473,22 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
 
 def make_figures(run: Run, history: list[dict] | None = None, *,
                  out: str | os.PathLike | None = None, num_samples: int = 100,
-                 seed: int = 0) -> list[Path]:
+                 seed: int = 0, label: int | None = None) -> list[Path]:
     """Draw the run's figures as PNG files in ``out`` (default: the run directory); return
     their paths. What is drawn is the family's choice (:meth:`vaekit.families.Family.figures`);
-    ``samples.png`` shows ``num_samples`` samples drawn with ``seed``."""
+    ``samples.png`` shows ``num_samples`` samples drawn with ``seed`` (of class ``label``
+    only, for a family with the ``labels`` capability).
+
+    Raises:
+        ConfigError: ``label`` for a family without labels, or not one of its classes.
+    """
+    check_label(run, label)
     history = history if history is not None else read_metrics(run.path / METRICS)
     ctx = FigureContext(run.model, run.dataset, run.binarization, history, run.config.model,
                         run.config.objective, num_samples=num_samples, seed=seed,
                         valid_name=(f"L_{run.config.train.valid_num_samples}"
-                                    if run.config.train.valid_num_samples else None))
+                                    if run.config.train.valid_num_samples else None),
+                        label=label)
     where = Path(out) if out is not None else run.path
     written = []
     for name, fig in run.family.figures(ctx):
@@ -449,14 +500,40 @@ def make_figures(run: Run, history: list[dict] | None = None, *,
 SAMPLE_FORMATS = (".npy", ".csv")
 
 
+def check_label(run: Run, label: int | None) -> None:
+    """Refuse, in one line, a ``--label`` that the run's model cannot be conditioned on.
+
+    Raises:
+        ConfigError: a family without the ``labels`` capability, or a label that is not one
+            of the model's classes.
+    """
+    if label is None:
+        return
+    family = run.family
+    if not family.supports("labels"):
+        able = [n for n in FAMILIES if FAMILIES.get(n).supports("labels")]
+        raise ConfigError(f"--label draws from p(x|z, y), which needs a conditional model "
+                          f"({', '.join(able)}); this run's model is {family.name}")
+    classes = family.num_classes(run.model)
+    if not 0 <= label < classes:
+        names = run.dataset.label_names
+        listed = (", ".join(f"{i} ({n})" for i, n in enumerate(names)) if names
+                  else f"0..{classes - 1}")
+        raise ConfigError(f"--label must be one of the model's {classes} classes: {listed}; "
+                          f"got {label}")
+
+
 @torch.no_grad()
-def draw_samples(run: Run, num: int, *, seed: int = 0, mean: bool = False) -> torch.Tensor:
+def draw_samples(run: Run, num: int, *, seed: int = 0, mean: bool = False,
+                 label: int | None = None) -> torch.Tensor:
     """``num`` samples of a run's model in the data's original units, ``(num,
     *event_shape)`` on the CPU: draws x ~ p(x) (z ~ p(z), then x ~ p(x|z)), or with ``mean``
     the means E[x|z]; standardisation undone. The caller's random state is left as it was.
+    ``label``: draw from p(x|z, y=label) (families with the ``labels`` capability).
 
     Raises:
-        ConfigError: a model that cannot sample (an autoencoder), or ``num`` < 1.
+        ConfigError: a model that cannot sample (an autoencoder), ``num`` < 1, or a bad
+            ``label`` (:func:`check_label`).
     """
     if num < 1:
         raise ConfigError(f"--num must be a positive integer, got {num}")
@@ -464,15 +541,16 @@ def draw_samples(run: Run, num: int, *, seed: int = 0, mean: bool = False) -> to
     if not family.supports("sample"):
         raise ConfigError(f"a {family.name} has no generative model to sample from; "
                           "sampling needs a VAE, a VQ-VAE or a mixture")
+    check_label(run, label)
     from .sampling import prior_draws, prior_samples
     run.model.eval()
-    x = (prior_samples if mean else prior_draws)(run.model, num, seed)
+    x = (prior_samples if mean else prior_draws)(run.model, num, seed, label=label)
     x = x.reshape(num, *run.dataset.event_shape).float()
     return run.dataset.to_original(x)
 
 
 def export_samples(run: Run, path: str | os.PathLike, num: int, *, seed: int = 0,
-                   mean: bool = False) -> Path:
+                   mean: bool = False, label: int | None = None) -> Path:
     """Write :func:`draw_samples` to ``path``, atomically:
 
     * ``.npy``: the array ``(num, *event_shape)``; draws of 8-bit data as uint8 levels
@@ -489,7 +567,7 @@ def export_samples(run: Run, path: str | os.PathLike, num: int, *, seed: int = 0
     path = Path(path)
     if path.suffix.lower() not in SAMPLE_FORMATS:
         raise ConfigError(f"samples are written as {' or '.join(SAMPLE_FORMATS)}; got {path}")
-    x = draw_samples(run, num, seed=seed, mean=mean)
+    x = draw_samples(run, num, seed=seed, mean=mean, label=label)
     ds = run.dataset
     if path.suffix.lower() == ".npy":
         a = x.numpy()

@@ -39,17 +39,25 @@ def _seeded(model, seed: int | None, draw) -> torch.Tensor:
     return out.cpu()
 
 
-def prior_samples(model, num: int, seed: int | None = 0) -> torch.Tensor:
+def prior_samples(model, num: int, seed: int | None = 0, *,
+                  label: int | None = None) -> torch.Tensor:
     """``num`` samples of the model as its family draws them (:meth:`vaekit.families.
     Family.sample`; E[x|z] with z ~ p(z) for latent-variable models), on the CPU. ``seed``
-    makes the draw repeatable; the global random state is left as it was."""
-    return _seeded(model, seed, lambda family: family.sample(model, num))
+    makes the draw repeatable; the global random state is left as it was. ``label``: the
+    class to draw from, for families with the ``labels`` capability (E[x|z, y=label])."""
+    if label is None:
+        return _seeded(model, seed, lambda family: family.sample(model, num))
+    return _seeded(model, seed, lambda family: family.sample(model, num, label=label))
 
 
-def prior_draws(model, num: int, seed: int | None = 0) -> torch.Tensor:
+def prior_draws(model, num: int, seed: int | None = 0, *,
+                label: int | None = None) -> torch.Tensor:
     """``num`` draws x ~ p(x) of the model itself (:meth:`vaekit.families.Family.draw`:
-    z ~ p(z), then x ~ p(x|z)), on the CPU; ``seed`` as in :func:`prior_samples`."""
-    return _seeded(model, seed, lambda family: family.draw(model, num))
+    z ~ p(z), then x ~ p(x|z)), on the CPU; ``seed`` and ``label`` as in
+    :func:`prior_samples`."""
+    if label is None:
+        return _seeded(model, seed, lambda family: family.draw(model, num))
+    return _seeded(model, seed, lambda family: family.draw(model, num, label=label))
 
 
 @torch.no_grad()

@@ -14,7 +14,8 @@ Design points:
       (:mod:`vaekit.callbacks`);
     * every epoch writes ``last.safetensors`` (model, estimator, optimizer, scheduler, RNG
       state and counters, one atomic file), ``best.safetensors`` when the validation score
-      improves, a line of ``metrics.jsonl`` and TensorBoard scalars. ``resume`` continues from
+      improves, a line of ``metrics.jsonl`` and the tracker's scalars (:mod:`vaekit.tracking`:
+      TensorBoard by default, MLflow, or none). ``resume`` continues from
       ``last`` and reaches the same parameters as an uninterrupted run with the same seed.
 """
 
@@ -52,14 +53,41 @@ LAST = "last.safetensors"
 METRICS = "metrics.jsonl"
 
 
+# device type -> (is it present, how many); other types (meta, ...) are refused
+_ACCELERATORS = {
+    "cuda": (torch.cuda.is_available, torch.cuda.device_count),
+    "mps": (torch.backends.mps.is_available, lambda: 1),
+    "xpu": (torch.xpu.is_available, torch.xpu.device_count),
+}
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the first CUDA device when one is present, else the CPU."""
+    """The device a run uses.
+
+    ``auto``: the first CUDA device when one is present, else the CPU (MPS and XPU are used
+    only when asked for by name). Any other string is a ``torch.device`` (``cpu``, ``cuda``,
+    ``cuda:1``, ``mps``, ``xpu:0``, ...), checked to be present.
+
+    Raises:
+        ConfigError: the string is not a device, or the device is not present here.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but CUDA is not available; "
-                          "use --device auto or cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"--device must be auto or a torch device (cpu, cuda, cuda:N, mps, "
+                          f"xpu, ...), got {name!r}") from None
+    if device.type == "cpu":
+        return device
+    backend = _ACCELERATORS.get(device.type)
+    if backend is None or not backend[0]():
+        raise ConfigError(f"device {name!r} was asked for but {device.type.upper()} is not "
+                          "available here; use --device auto or cpu")
+    count = backend[1]()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"device {name!r} was asked for but this machine has {count} "
+                          f"{device.type} device(s) (indices 0..{count - 1})")
     return device
 
 
@@ -190,6 +218,23 @@ def best_fallback(run_dir: Path) -> str:
 
 
 # --------------------------------------------------------------------------- the trainer
+@dataclass
+class LabelledSet:
+    """The labelled examples of semi-supervised training: each step draws ``batch_size`` of
+    them with replacement (``torch.randint`` on the training device, from the training's
+    random stream, so a resumed run draws the same ones) beside the main batch.
+
+    ``x: (N_l, *event_shape)`` as stored (values are ``x / divisor``), ``y: (N_l,)`` int64;
+    ``weight``: the factor of the labelled sub-batch's mean beside the main batch's mean in
+    the step's objective (``N_l / N_u`` for a sum over the labelled set beside a sum over
+    the unlabelled one, as in Kingma et al. 2014, eq. 9)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+    weight: float = 1.0
+
+
 class Trainer:
     """Fits a model with one estimator and Adam.
 
@@ -212,6 +257,13 @@ class Trainer:
             subset of the test set).
         callbacks: more :class:`~vaekit.callbacks.Callback` objects, run after the built-in
             ones.
+        train_y: ``(N,)`` int64 labels of ``train_x`` for a family with the ``labels``
+            capability: kept on the device and sliced by the batch's permutation; each step
+            then calls ``family.batch_losses(estimator, model, LabelledBatch(x, y, ...))``.
+        valid_y: ``(M,)`` labels of ``valid_x``: the validation score is
+            ``family.validation_score(model, x, y)``.
+        labelled: a :class:`LabelledSet` drawn from at every step (semi-supervised
+            training; ``train_x`` then holds the unlabelled examples).
 
     Raises:
         ConfigError: KL warm-up with an estimator that has no KL weight, or a monitor for a
@@ -224,7 +276,9 @@ class Trainer:
                  run_dir: str | os.PathLike | None = None, progress: bool = True,
                  log: Callable[[str], None] | None = None,
                  monitor_x: torch.Tensor | None = None,
-                 callbacks: Sequence[Callback] = ()) -> None:
+                 callbacks: Sequence[Callback] = (), train_y: torch.Tensor | None = None,
+                 valid_y: torch.Tensor | None = None,
+                 labelled: LabelledSet | None = None) -> None:
         from .families import family_of
 
         family = family_of(model)
@@ -235,6 +289,14 @@ class Trainer:
         self.train_x = train_x.to(self.device)
         self.divisor = float(divisor)
         self.valid_x = valid_x.to(self.device, torch.float32)
+        self.train_y = None if train_y is None else train_y.to(self.device, torch.long)
+        self.valid_y = None if valid_y is None else valid_y.to(self.device, torch.long)
+        self.labelled = None if labelled is None else LabelledSet(
+            labelled.x.to(self.device), labelled.y.to(self.device, torch.long),
+            int(labelled.batch_size), float(labelled.weight))
+        if self.train_y is not None and self.train_y.shape[0] != self.train_x.shape[0]:
+            raise ValueError(f"train_y has {self.train_y.shape[0]} labels for "
+                             f"{self.train_x.shape[0]} examples")
         self.dynamic_binarization = dynamic_binarization
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
@@ -250,6 +312,8 @@ class Trainer:
                 raise ConfigError(f"--valid-num-samples scores a bound on log p(x), which "
                                   f"model {family.name} does not have; remove it")
             validation = BoundValidation(self.valid_x, config.valid_num_samples)
+        elif self.valid_y is not None:
+            validation = self._labelled_validation(family)
         else:
             validation = Validation(self.valid_x,
                                     lambda xb: family.validation_score(self.model, xb),
@@ -275,6 +339,14 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stop: str | None = None
         self.total_epochs = min(config.epochs, schedule_length(config))
+
+    def _labelled_validation(self, family) -> Validation:
+        """Validation by ``family.validation_score(model, x, y)``: the callback batches a
+        range of indices into the validation set (on the device), which select both x and y."""
+        vx, vy = self.valid_x, self.valid_y
+        return Validation(torch.arange(vx.shape[0], device=self.device),
+                          lambda idx: family.validation_score(self.model, vx[idx], vy[idx]),
+                          family.validation_name)
 
     # ------------------------------------------------------------------ checkpoints
     def _state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -422,7 +494,7 @@ class Trainer:
         result, total_epochs = self.result, self.total_epochs
         n, b = self.train_x.shape[0], cfg.batch_size
         steps_per_epoch = math.ceil(n / b)
-        writer = self._tensorboard(purge_step=result.epochs + 1 if resume else None)
+        writer, own_writer = self._tracker(resume)
         bar = tqdm(total=total_epochs * steps_per_epoch, initial=result.epochs * steps_per_epoch,
                    disable=None if self.progress else True, unit="step", dynamic_ncols=True,
                    leave=False)
@@ -487,8 +559,9 @@ class Trainer:
                     break
         finally:
             bar.close()
-            if writer is not None:
-                writer.close()
+            if own_writer:
+                from .tracking import status_of
+                writer.close(status_of(sys.exc_info()[1]))
         if restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return result
@@ -503,10 +576,15 @@ class Trainer:
         for batch, i in enumerate(range(0, n, b)):
             for c in step_callbacks:
                 c.on_step(self, epoch + i / n)
-            x = to_values(self.train_x[perm[i:i + b]], self.divisor)
+            idx = perm[i:i + b]
+            x = to_values(self.train_x[idx], self.divisor)
             if self.dynamic_binarization:
                 x = torch.bernoulli(x)
-            losses = self.estimator(self.model, x)
+            if self.train_y is None and self.labelled is None:
+                losses = self.estimator(self.model, x)
+            else:
+                losses = self.family.batch_losses(self.estimator, self.model,
+                                                  self._labelled_batch(x, idx))
             found = inspect and inspect("loss", batch, losses)
             if not found:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -519,6 +597,21 @@ class Trainer:
                 yield None, None, found
                 return
             yield i, x, losses
+
+    def _labelled_batch(self, x: torch.Tensor, idx: torch.Tensor):
+        """The step's :class:`~vaekit.families.LabelledBatch`: the labels of the batch's
+        examples (the same permutation slice), and a labelled sub-batch drawn with replacement
+        from :attr:`labelled` (device-side draws, no host sync)."""
+        from .families import LabelledBatch
+        y = None if self.train_y is None else self.train_y[idx]
+        if self.labelled is None:
+            return LabelledBatch(x, y)
+        s = self.labelled
+        j = torch.randint(s.y.shape[0], (s.batch_size,), device=self.device)
+        xl = to_values(s.x[j], self.divisor)
+        if self.dynamic_binarization:
+            xl = torch.bernoulli(xl)
+        return LabelledBatch(x, y, xl, s.y[j], s.weight)
 
     def _diverged(self, what: str, epoch: int, step_callbacks) -> TrainingDivergedError:
         """The error of a diverged epoch: where it went non-finite (a replay, see
@@ -569,18 +662,26 @@ class Trainer:
         return ""
 
     def _log_epoch(self, writer, record: dict) -> None:
-        if writer is None:
-            return
-        epoch = record["epoch"]
-        writer.add_scalar("bound/train", record["train_bound"], epoch)
-        writer.add_scalar("valid/" + self.valid_name, record["valid_score"], epoch)
-        writer.add_scalar("lr", record["lr"], epoch)
-        if "monitor_log_likelihood" in record:
-            writer.add_scalar(f"monitor/L_{record['monitor_num_samples']}",
-                              record["monitor_log_likelihood"], epoch)
+        """Hand an epoch's scalars to the tracker (:func:`vaekit.tracking.epoch_metrics`:
+        ``bound/train``, ``valid/<score>``, ``lr``, ``monitor/L_<k>``), at the 1-based epoch."""
+        from .tracking import epoch_metrics
+        writer.log_metrics(epoch_metrics(record, self.valid_name), record["epoch"])
 
-    def _tensorboard(self, purge_step: int | None):
-        if self.run_dir is None:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
+    def _tracker(self, resume: bool):
+        """``(tracker, owned)``: the tracker :func:`vaekit.runs.train_run` holds open for this
+        run directory (:func:`vaekit.tracking.session`), else one opened here from
+        ``config.tracking`` (``owned``: closed at the end of :meth:`fit`); without a run
+        directory, the ``none`` tracker. It is told which epochs the checkpoint kept
+        (TensorBoard purges later ones; MLflow logs those it lacks)."""
+        from .tracking import active, epoch_metrics, open_tracker
+        tracker, owned = active(self.run_dir), False
+        if tracker is None:
+            tracker, owned = open_tracker(self.config, self.run_dir, resume=resume), True
+        try:
+            tracker.continue_after([(r["epoch"], epoch_metrics(r, self.valid_name))
+                                    for r in self.result.history], resume)
+        except BaseException:
+            if owned:
+                tracker.close("FAILED")
+            raise
+        return tracker, owned

@@ -10,6 +10,8 @@ registered :class:`~vaekit.families.Family`; importing this package registers th
 ``vqvae``                  VQ-VAE with an EMA codebook and a code prior (:mod:`.vqvae`)
 ``gmm``                    mixture of Gaussians fitted by EM (:mod:`.mixtures`)
 ``bernoulli-mixture``      mixture of Bernoullis fitted by EM
+``cvae``                   conditional VAE p(x|z, y), q(z|x, y) (:mod:`.conditional`)
+``m2``                     semi-supervised M2 with a classifier q(y|x) (:mod:`.conditional`)
 =========================  ==================================================================
 
 :class:`LinearGaussian` (probabilistic PCA, exact log p(x)) is the reference model of the
@@ -27,6 +29,7 @@ from ..options import Options
 # isort: off
 # The families register in this order (the order --help lists them in): the default first.
 from . import vae, hierarchical, autoencoder, vqvae, mixtures  # noqa: F401
+from . import conditional  # noqa: F401  (cvae, m2)
 # isort: on
 from .autoencoder import Autoencoder, AutoencoderOptions, StackedAutoencoder
 from .base import DecoderOptions, LatentVariableModel, NetworkOptions

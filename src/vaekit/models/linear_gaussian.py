@@ -12,7 +12,7 @@ and gradient estimators are checked.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -73,6 +73,24 @@ class LinearGaussian(LatentVariableModel):
         if self.posterior == "full":
             return MultivariateNormal(loc, scale_tril=self.scale_tril(), validate_args=False)
         return diagonal_normal(loc, self.raw_scale.exp().expand_as(loc))
+
+    def local_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable]:
+        """``(h, head)`` with q(z|x) = ``head(h)``: per-point variational parameters ``h: (B,
+        F)`` and the map to q (:func:`vaekit.gaps.inference_gaps` optimises ``h`` point by
+        point). Diagonal q: ``h = (m, log s)``, F = 2L; full q: ``h = (m, vec R)``, F = L + L^2,
+        R the unconstrained lower-triangular factor of :meth:`scale_tril`."""
+        loc = x @ self.A.T + self.c                                   # (B, L)
+        scale = self.raw_scale.reshape(1, -1).expand(loc.shape[0], -1)
+        return torch.cat([loc, scale], -1), self._head
+
+    def _head(self, h: torch.Tensor) -> Distribution:
+        L = self.latent_dim
+        loc, raw = h[..., :L], h[..., L:]
+        if self.posterior == "diagonal":
+            return diagonal_normal(loc, raw.exp())
+        r = raw.reshape(*raw.shape[:-1], L, L)
+        tril = torch.tril(r, -1) + torch.diag_embed(r.diagonal(dim1=-2, dim2=-1).exp())
+        return MultivariateNormal(loc, scale_tril=tril, validate_args=False)
 
     def decoder(self, z: torch.Tensor) -> Independent:
         mean = z @ self.W.T + self.b

@@ -40,6 +40,14 @@ from ..registry import Registry
 
 OBSERVATIONS: Registry[type[Observation]] = Registry("likelihood")
 
+GREY_LEVEL_MIN_MAX = 16     # whole numbers in [0, 255] whose maximum is at least this
+
+
+def looks_like_grey_levels(hi: float) -> bool:
+    """Whether non-negative values with maximum ``hi`` look like 0..255 grey levels (rather
+    than [0, 1] intensities, or small counts and category codes such as 0..4)."""
+    return GREY_LEVEL_MIN_MAX <= hi <= 255
+
 
 def register_observation(name: str):
     """Class decorator: make an observation model available as ``--likelihood NAME``."""
@@ -164,8 +172,14 @@ class BernoulliObservation(Observation):
     @classmethod
     def check_data(cls, what: str, lo: float, hi: float, levels: int | None = None) -> None:
         if lo < 0 or hi > 1:
-            hint = (" (they look like 0..255 grey levels: divide by 255, or save them as "
-                    "uint8, which vaekit scales)" if 1 < hi <= 255 and lo >= 0 else "")
+            if lo >= 0 and looks_like_grey_levels(hi):
+                hint = (" (they look like 0..255 grey levels: divide by 255, or save them as "
+                        "uint8, which vaekit scales)")
+            elif lo >= 0 and 1 < hi < GREY_LEVEL_MIN_MAX:
+                hint = (f" (whole numbers up to {hi:g} look like counts or category codes, not "
+                        "grey levels: a CSV table models categories as such)")
+            else:
+                hint = ""
             raise DataError(
                 f"{what} values lie in [{lo:g}, {hi:g}] but a Bernoulli decoder needs values in "
                 f"[0, 1]{hint}; rescale the data to [0, 1] (then binarization applies) or use "
