@@ -117,17 +117,6 @@ class Evaluation(Mapping):
         kwargs.setdefault("num_examples", 0)
         return cls(**kwargs)
 
-    @staticmethod
-    def read(d: Mapping[str, Any]) -> Evaluation:
-        """An ``eval.json`` dict as the result class its ``kind`` names (the base class for
-        an unknown or missing kind)."""
-        todo, kinds = [Evaluation], {}
-        while todo:
-            c = todo.pop()
-            kinds.setdefault(c.kind, c)
-            todo.extend(c.__subclasses__())
-        return kinds.get(d.get("kind"), Evaluation).from_dict(d)
-
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
 

@@ -61,6 +61,14 @@ def check_flow_steps(flow_steps) -> int:
 
 
 # --------------------------------------------------------------------------- planar
+def planar_u_hat(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """u^ = u + (m(w^T u) - w^T u) w / |w|^2, m(a) = -1 + softplus(a), so that w^T u^ > -1 and
+    the planar step is invertible (Rezende & Mohamed 2015, Appendix A.1); ``(..., D)``."""
+    wu = (w * u).sum(-1, keepdim=True)
+    norm2 = w.square().sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    return u + (F.softplus(wu) - 1 - wu) * w / norm2
+
+
 class PlanarFlow:
     """T planar steps f_t(z) = z + u^_t tanh(w_t^T z + b_t) (Rezende & Mohamed 2015, eq. 10).
 
@@ -400,11 +408,8 @@ class PlanarPosterior(nn.Module):
         loc, log_scale = h[..., :d], h[..., d:2 * d]
         rest = h[..., 2 * d:].unflatten(-1, (t, 2 * d + 1))
         u, w, b = rest[..., :d], rest[..., d:2 * d], rest[..., 2 * d]
-        wu = (w * u).sum(-1, keepdim=True)
-        norm2 = w.square().sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-        u_hat = u + (F.softplus(wu) - 1 - wu) * w / norm2
         return FlowDistribution(loc, log_scale.exp(), self.flow,
-                                {"u_hat": u_hat, "w": w, "b": b})
+                                {"u_hat": planar_u_hat(u, w), "w": w, "b": b})
 
 
 class IAFPosterior(nn.Module):
@@ -437,5 +442,5 @@ class IAFPosterior(nn.Module):
                                 {"h": h[..., 2 * d:]})
 
 
-__all__ = ["FlowDistribution", "IAFFlow", "IAFNetworks", "IAFPosterior", "MADE",
+__all__ = ["planar_u_hat", "FlowDistribution", "IAFFlow", "IAFNetworks", "IAFPosterior", "MADE",
            "PlanarFlow", "PlanarPosterior"]

@@ -55,10 +55,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
+from . import flows
 from .errors import ConfigError, VaekitWarning
 from .evaluation import DEFAULT_MAX_ROWS, importance_sampling_terms, mean_and_se, model_device
 
@@ -279,14 +279,11 @@ class PlanarFlow(Distribution):
     def rsample(self, sample_shape=()) -> torch.Tensor:
         z = self.base.rsample(sample_shape)                       # (*S, N, L)
         log_q = self.base.log_prob(z)
-        for t in range(self.u.shape[1]):
-            u, w, b = self.u[:, t], self.w[:, t], self.b[:, t]
-            wu = (w * u).sum(-1, keepdim=True)
-            u_hat = u + (F.softplus(wu) - 1 - wu) * w / (w * w).sum(-1, keepdim=True)
-            th = torch.tanh((z * w).sum(-1) + b)
-            det = 1 + (1 - th ** 2) * (w * u_hat).sum(-1)          # > 0 since w^T u^ >= -1
-            z = z + u_hat * th[..., None]
-            log_q = log_q - det.abs().clamp_min(1e-30).log()
+        steps = flows.PlanarFlow(self.u.shape[1])                 # the posterior's own steps
+        params = {"u_hat": flows.planar_u_hat(self.u, self.w), "w": self.w, "b": self.b}
+        for t in range(steps.num_steps):
+            z, log_det = steps.step(t, z, params)
+            log_q = log_q - log_det
         self._last = (z, log_q)
         return z
 

@@ -284,7 +284,7 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
             # nothing was trained: the run's evaluation stands (and is not recomputed)
             log(f"{run_dir} was already complete at epoch {resumed_at}; nothing to train, and "
                 f"its {EVAL} is kept (vaekit evaluate {run_dir} evaluates it again)")
-            summary["eval"] = Evaluation.read(load_eval(run_dir))
+            summary["eval"] = family.result.from_dict(load_eval(run_dir))
         elif evaluate_after:
             summary["eval"] = evaluate_run(run, progress=progress, log=log)
             tracker.log_evaluation(summary["eval"].to_dict(), step=result.epochs)
