@@ -69,6 +69,16 @@ def tiny_npz(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def grey_npz(tmp_path_factory) -> Path:
+    """240 8x8 grey-level images (uint8), for training with dynamic binarization."""
+    rng = np.random.default_rng(1)
+    x = make_binary_images().astype(np.int64) * 180 + rng.integers(0, 70, (240, 8, 8))
+    path = tmp_path_factory.mktemp("grey") / "grey.npz"
+    np.savez(path, x=x.astype(np.uint8))
+    return path
+
+
 @pytest.fixture
 def double_precision():
     old = torch.get_default_dtype()

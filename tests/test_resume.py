@@ -5,10 +5,8 @@ in one go, through the same path as ``vaekit train``."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from conftest import make_binary_images
 
 from vaekit.cli import main
 from vaekit.config import Config
@@ -31,16 +29,6 @@ CASES = {
     "monitor": ({"model": NET, "train": {"monitor_every": 1, "monitor_num_samples": 5,
                                          "monitor_examples": 10}}, 1, 3),
 }
-
-
-@pytest.fixture(scope="module")
-def grey_npz(tmp_path_factory):
-    """240 8x8 grey-level images (uint8): trained with dynamic binarization."""
-    rng = np.random.default_rng(1)
-    x = make_binary_images().astype(np.int64) * 180 + rng.integers(0, 70, (240, 8, 8))
-    path = tmp_path_factory.mktemp("grey") / "grey.npz"
-    np.savez(path, x=x.astype(np.uint8))
-    return path
 
 
 def _config(tiny_npz, grey_npz, spec: dict, epochs: int) -> Config:

@@ -386,10 +386,17 @@ def _json_default(o):
 
 
 def _cmd_train(args) -> int:
+    from . import distributed
     from .runs import train_run
     config = config_from_args(args)
-    summary = train_run(config, args.resume or args.out, resume=bool(args.resume),
-                        progress=not args.no_progress, evaluate_after=not args.no_eval)
+    w = distributed.init_from_env(config.train.device)     # torchrun: join the other ranks
+    try:
+        summary = train_run(config, args.resume or args.out, resume=bool(args.resume),
+                            progress=not args.no_progress, evaluate_after=not args.no_eval)
+    finally:
+        distributed.shutdown()
+    if not w.is_main:                  # rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2, default=_json_default))
         return 0

@@ -45,6 +45,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 from torch.func import functional_call, jacrev, vmap
 
+from .distributed import standard_normal
 from .distributions import diagonal_normal, register_stop_gradient
 from .errors import ConfigError
 
@@ -304,7 +305,7 @@ class FlowDistribution(Distribution):
         differentiable in every parameter (the reparameterization trick through the flow).
         Caches each step's input and log q for :meth:`log_prob`."""
         shape = self._extended_shape(sample_shape)
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        eps = standard_normal(shape, self.loc.dtype, self.loc.device)
         z, log_q, inputs = self._forward(self.loc + self.scale * eps, keep=True)
         c = self._cache
         c.z, c.version, c.inputs, c.log_q = z, z._version, inputs, log_q.detach()

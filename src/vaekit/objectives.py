@@ -20,8 +20,9 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, Normal
 
+from .distributed import standard_normal
 from .distributions import analytic_kl
 
 
@@ -32,7 +33,14 @@ def log_mean_exp(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 def reparameterize(q: Distribution, num_samples: int) -> torch.Tensor:
     """z = mu + sigma * eps, eps ~ N(0, I): ``(K, B, D_z)`` samples differentiable in q's
-    parameters (the reparameterization trick, Kingma & Welling 2014, Sec. 2.4)."""
+    parameters (the reparameterization trick, Kingma & Welling 2014, Sec. 2.4). For a
+    diagonal Gaussian the noise comes from :func:`vaekit.distributed.standard_normal` (the
+    numbers ``q.rsample`` draws; under torchrun, those of the example in the global batch)."""
+    if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+        base = q.base_dist
+        eps = standard_normal(q._extended_shape((num_samples,)), base.loc.dtype,
+                              base.loc.device)
+        return base.loc + eps * base.scale
     return q.rsample((num_samples,))
 
 

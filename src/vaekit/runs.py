@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from . import plotting, tracking
+from . import distributed, plotting, tracking
 from .config import Config, TrainConfig
 from .data import (
     EVAL_BINARIZATION_SEEDS,
@@ -83,6 +83,10 @@ class Run:
     @property
     def family(self):
         return self.config.family
+
+
+def _silent(msg: str) -> None:
+    pass
 
 
 def _stderr(msg: str) -> None:
@@ -204,6 +208,10 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
         TrainingDivergedError: NaN loss; the last good checkpoint is kept.
     """
     config.validate()
+    w = distributed.world()           # under torchrun rank 0 writes; the others only train
+    if not w.is_main:
+        progress, figures, evaluate_after = False, False, False
+        log = _silent
     resumed_at = None                 # the epoch of the checkpoint a resumed run starts from
     if resume:
         if out is None:
@@ -232,25 +240,35 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
                 "starting afresh there")
         config = _absolute_paths(config)
     # --tracking resolved (auto), its package and store checked: before anything is written
-    config = dataclasses.replace(config, train=tracking.prepare(config.train, run_dir,
-                                                                resume=resume))
+    config = dataclasses.replace(config, train=(
+        tracking.prepare(config.train, run_dir, resume=resume) if w.is_main
+        else dataclasses.replace(config.train, tracking="none", tracking_uri=None,
+                                 experiment=None)))
     config, dataset, binarization = resolve_data(config)   # fails before anything is written
     resolve_device(config.train.device)
     config = config.resolved()
     config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                   binarization=binarization))
     family = config.family
+    distributed.check_family(family)
     torch.manual_seed(config.train.seed)
     model = family.build(config.model, dataset.event_shape)
-    with run_lock(run_dir, "train"), contextlib.ExitStack() as held:   # refused while another
-        run_dir.mkdir(parents=True, exist_ok=True)                      # process holds it
+    distributed.barrier()             # every rank has checked the run directory: rank 0 writes
+    lock = run_lock(run_dir, "train") if w.is_main else contextlib.nullcontext()
+    with lock, contextlib.ExitStack() as held:                # refused while another
+        if w.is_main:                                         # process holds it
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / CONFIG, config.to_dict())
+            if not resume or not (run_dir / DATA).is_file():
+                write_json(run_dir / DATA, data_description(dataset))
         if resumed_at is not None:
             log(f"resuming {run_dir} from its last checkpoint (epoch {resumed_at})")
-        write_json(run_dir / CONFIG, config.to_dict())
-        if not resume or not (run_dir / DATA).is_file():
-            write_json(run_dir / DATA, data_description(dataset))
+        if w.distributed:
+            log(f"{w.size} processes (torchrun): each trains on its shard of every batch of "
+                f"{config.train.batch_size}; rank 0 writes")
         # one tracking session for training, evaluation and figures (vaekit.tracking)
-        tracker = held.enter_context(tracking.session(config.train, run_dir,
+        tracker = held.enter_context(tracking.session(config.train,
+                                                      run_dir if w.is_main else None,
                                                       params=config.to_dict(), resume=resume))
         if tracker.name == "mlflow":
             log(f"MLflow run {tracker.run_id} (experiment {config.train.experiment}) at "

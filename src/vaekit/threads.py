@@ -73,8 +73,12 @@ def busy_cores() -> int:
 
 def default_threads() -> int:
     """Threads for a command without ``--threads``: the usable cores that other work leaves
-    free, at least 1 (see the module docstring for why)."""
+    free, at least 1 (see the module docstring for why); under torchrun, the usable cores
+    divided among the node's ``LOCAL_WORLD_SIZE`` processes."""
     cores = usable_cores()
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)   # torchrun's processes here
+    if per_node > 1:
+        return max(1, cores // per_node)
     if cores == (os.cpu_count() or cores):     # the load is measured over the same cores
         return max(1, cores - busy_cores())
     return cores                                # a slice of a larger machine: its load says nothing

@@ -21,6 +21,7 @@ Design points:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -44,6 +45,15 @@ from .callbacks import (
 )
 from .config import TrainConfig
 from .data import to_values
+from .distributed import (
+    World,
+    all_reduce_gradients,
+    all_reduce_sum,
+    broadcast_parameters,
+    device_for,
+    shard,
+    world,
+)
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .estimators import ESTIMATORS, Estimator, EstimatorOptions, get_estimator
 from .io import atomic_write, load_tensors, save_tensors
@@ -284,7 +294,7 @@ class Trainer:
         family = family_of(model)
         self.family = family
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(device_for(config.device))
         self.model = model.to(self.device)
         self.train_x = train_x.to(self.device)
         self.divisor = float(divisor)
@@ -299,6 +309,11 @@ class Trainer:
                              f"{self.train_x.shape[0]} examples")
         self.dynamic_binarization = dynamic_binarization
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        # under torchrun (vaekit.distributed) every rank trains on its shard of each global
+        # batch; rank 0 alone writes
+        self.world = world()
+        self.writes = self.world.is_main
+        self._check_shards(config.batch_size)
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         objective = family.default_objective if config.objective == "auto" else config.objective
@@ -340,6 +355,18 @@ class Trainer:
         self.stop: str | None = None
         self.total_epochs = min(config.epochs, schedule_length(config))
 
+    def _check_shards(self, batch_size: int) -> None:
+        """Every rank must get examples of every batch (the last, smaller one included)."""
+        w, n = self.world, self.train_x.shape[0]
+        if not w.distributed:
+            return
+        for b in {min(batch_size, n), n % batch_size or min(batch_size, n)}:
+            if World(w.size - 1, w.size).shard(b)[0] >= b:
+                raise ConfigError(
+                    f"a batch of {b} examples cannot be split over {w.size} processes (the "
+                    f"{n} training examples in batches of {batch_size}); choose --batch-size "
+                    f"so that every batch has at least one example per process")
+
     def _labelled_validation(self, family) -> Validation:
         """Validation by ``family.validation_score(model, x, y)``: the callback batches a
         range of indices into the validation set (on the device), which select both x and y."""
@@ -378,8 +405,9 @@ class Trainer:
                 + [f"estimator.{n}" for n, _ in self.estimator.named_parameters()])
 
     def save_checkpoint(self) -> None:
-        """Write ``last.safetensors`` (everything a resume needs), atomically."""
-        if self.run_dir is None:
+        """Write ``last.safetensors`` (everything a resume needs), atomically (rank 0 only:
+        every rank's random state is the same, see :mod:`vaekit.distributed`)."""
+        if self.run_dir is None or not self.writes:
             return
         r = self.result
         tensors, meta = self._state_tensors()
@@ -454,18 +482,18 @@ class Trainer:
         """Keep the current weights as the best (and write ``best.safetensors``)."""
         r = self.result
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.writes:
             save_tensors(self.run_dir / BEST, self.best_state,
                          {"epoch": r.best_epoch, "valid_score": r.best_valid_score,
                           "data_shape": list(self.train_x.shape[1:])})
 
     def _rewrite_metrics(self, history: list[dict]) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.writes:
             return
         atomic_write(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
     def _append_metrics(self, record: dict) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.writes:
             return
         with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -491,6 +519,7 @@ class Trainer:
             if self.run_dir is not None:
                 self._rewrite_metrics([])
                 self.save_checkpoint()       # epoch 0: a run stopped in its first epoch resumes
+        broadcast_parameters(self.model)     # several processes: all start from rank 0's
         result, total_epochs = self.result, self.total_epochs
         n, b = self.train_x.shape[0], cfg.batch_size
         steps_per_epoch = math.ceil(n / b)
@@ -523,7 +552,7 @@ class Trainer:
                         if result.step % 200 == 0:
                             seen = i + x.shape[0]
                             bar.set_postfix(bound=f"{float(running) / seen:.2f}", refresh=False)
-                train_bound = float(running) / n
+                train_bound = float(all_reduce_sum(running)) / n
                 if not math.isfinite(train_bound):
                     raise self._diverged(f"the training loss became {train_bound}", epoch,
                                          step_callbacks)
@@ -580,15 +609,23 @@ class Trainer:
             x = to_values(self.train_x[idx], self.divisor)
             if self.dynamic_binarization:
                 x = torch.bernoulli(x)
-            if self.train_y is None and self.labelled is None:
-                losses = self.estimator(self.model, x)
-            else:
-                losses = self.family.batch_losses(self.estimator, self.model,
-                                                  self._labelled_batch(x, idx))
+            noise, weight = contextlib.nullcontext(), 1.0
+            if self.world.distributed:     # this rank's shard of the global batch
+                lo, hi = self.world.shard(x.shape[0])
+                noise, weight = shard(x.shape[0], lo, hi), (hi - lo) / x.shape[0]
+                x, idx = x[lo:hi], idx[lo:hi]
+            with noise:
+                if self.train_y is None and self.labelled is None:
+                    losses = self.estimator(self.model, x)
+                else:
+                    losses = self.family.batch_losses(self.estimator, self.model,
+                                                      self._labelled_batch(x, idx))
             found = inspect and inspect("loss", batch, losses)
             if not found:
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.loss.backward()
+                if self.world.distributed:
+                    all_reduce_gradients(self._parameters(), weight)
                 found = inspect and inspect("grad", batch, losses)
             if not found:
                 self.optimizer.step()
@@ -597,6 +634,10 @@ class Trainer:
                 yield None, None, found
                 return
             yield i, x, losses
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        """The optimizer's parameters, in its order (the model's, then the estimator's)."""
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def _labelled_batch(self, x: torch.Tensor, idx: torch.Tensor):
         """The step's :class:`~vaekit.families.LabelledBatch`: the labels of the batch's
@@ -673,9 +714,11 @@ class Trainer:
         ``config.tracking`` (``owned``: closed at the end of :meth:`fit`); without a run
         directory, the ``none`` tracker. It is told which epochs the checkpoint kept
         (TensorBoard purges later ones; MLflow logs those it lacks)."""
-        from .tracking import active, epoch_metrics, open_tracker
+        from .tracking import Tracker, active, epoch_metrics, open_tracker
         tracker, owned = active(self.run_dir), False
-        if tracker is None:
+        if not self.writes:                  # ranks other than 0 log nothing
+            tracker, owned = Tracker(self.config), True
+        elif tracker is None:
             tracker, owned = open_tracker(self.config, self.run_dir, resume=resume), True
         try:
             tracker.continue_after([(r["epoch"], epoch_metrics(r, self.valid_name))
