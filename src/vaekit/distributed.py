@@ -149,15 +149,16 @@ def shard(batch: int, lo: int, hi: int) -> Iterator[None]:
 def standard_normal(shape: Iterable[int], dtype: torch.dtype | None = None,
                     device: torch.device | str | None = None) -> torch.Tensor:
     """eps ~ N(0, I) of ``shape``, the same numbers as ``Normal.rsample``'s
-    (``torch.empty(shape).normal_()``). Within :func:`shard`, a shape whose batch axis (the
+    (``torch.empty(shape).normal_()``, which ``torch.randn`` is; ``randn`` also works under
+    ``torch.func.vmap``). Within :func:`shard`, a shape whose batch axis (the
     one before the last) is the shard's is drawn for the global batch and sliced, so that
     each example's noise does not depend on how the batch is split over processes."""
     shape = torch.Size(shape)
     s = _SHARD.get()
     if s is not None and len(shape) >= 2 and shape[-2] == s[2] - s[1] != s[0]:
-        full = torch.empty((*shape[:-2], s[0], shape[-1]), dtype=dtype, device=device).normal_()
+        full = torch.randn((*shape[:-2], s[0], shape[-1]), dtype=dtype, device=device)
         return full[..., s[1]:s[2], :]
-    return torch.empty(shape, dtype=dtype, device=device).normal_()
+    return torch.randn(shape, dtype=dtype, device=device)      # = empty(shape).normal_()
 
 
 # --------------------------------------------------------------------------- collectives
