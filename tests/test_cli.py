@@ -70,6 +70,11 @@ def test_evaluate_json_and_sample(trained, capsys):
     assert "noise applies to autoencoders" in _one_line_error(code, err)
     assert r["log_likelihood"] >= r["elbo"] - 1.0
     assert json.loads((out / "eval.json").read_text())["num_samples"] == 30
+    first = json.loads(run(capsys, "evaluate", out, "--num-samples", "30", "--num-points", "5",
+                           "--json")[1])
+    assert first["num_examples"] == 5 < r["num_examples"]
+    assert json.loads((out / "eval-first5.json").read_text()) == first
+    assert json.loads((out / "eval.json").read_text())["num_examples"] == r["num_examples"]
     (out / "samples.png").unlink()
     code, stdout, _ = run(capsys, "sample", out)
     assert code == 0 and (out / "samples.png").is_file() and "samples.png" in stdout

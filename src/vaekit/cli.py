@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", type=int, metavar="K", default=None,
                    help="importance samples k for the log-likelihood (default: the run's, 5000)")
     e.add_argument("--split", choices=("test", "valid", "train"), default="test")
+    e.add_argument("--num-points", type=int, metavar="N", default=None,
+                   help="only the split's first N examples (a quicker estimate, saved as "
+                        "eval-firstN.json; default: all)")
     _add_run_source(e)
     e.add_argument("--noise", choices=("masking", "gaussian"),
                    help="autoencoders: score the reconstruction of inputs corrupted this way "
@@ -425,6 +428,8 @@ def _cmd_evaluate(args) -> int:
     from .runs import evaluate_run, load_run
     if args.num_samples is not None and args.num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    if args.num_points is not None and args.num_points < 1:
+        raise ConfigError(f"--num-points must be a positive integer, got {args.num_points}")
     if (args.noise is None) != (args.noise_level is None):
         raise ConfigError("--noise and --noise-level go together, e.g. --noise masking "
                           "--noise-level 0.25")
@@ -433,7 +438,8 @@ def _cmd_evaluate(args) -> int:
     noise = None if args.noise is None else (args.noise, args.noise_level)
     result = evaluate_run(run, args.num_samples, split=args.split,
                           progress=not args.no_progress, noise=noise,
-                          compile=False if args.no_compile else "auto", seed=args.seed)
+                          compile=False if args.no_compile else "auto", seed=args.seed,
+                          num_points=args.num_points)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
     return 0
 
