@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import ConfigError, did_you_mean
 from .options import Options, nonnegative, off_or_positive, one_of, option, positive
+from .precision import PRECISIONS
 
 BINARIZATIONS = ("auto", "dynamic", "none")
 STANDARDIZE = ("auto", "on", "off")
@@ -126,6 +127,11 @@ class TrainConfig(Options):
     monitor_num_samples: int = option(1000, "k of the monitored bound L_k", check=positive)
     monitor_examples: int = option(1000, "test examples used by the monitor (a fixed random "
                                          "subset)", check=positive)
+    precision: str = option("fp32", "training steps' precision: fp32 | tf32 (CUDA matrix "
+                                    "products on TensorFloat-32) | bf16 (the networks under "
+                                    "bfloat16 autocast; densities and bounds in float32); "
+                                    "evaluation is always float32",
+                            check=one_of(PRECISIONS))
     device: str = option("auto", "auto (CUDA when present, else CPU) | any torch device: cpu, "
                                  "cuda, cuda:N, mps, xpu",
                          check=_devices)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .precision import network_call
 from .registry import Registry
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -67,7 +68,7 @@ class MLP(nn.Sequential):
                 "(vaekit.Dataset.event_shape)")
         if len(self.in_shape) > 1:
             x = x.flatten(-len(self.in_shape))
-        out = super().forward(x)
+        out = network_call(super().forward, x)
         return out.unflatten(-1, self.out_shape) if len(self.out_shape) > 1 else out
 
     def output_layer(self) -> nn.Linear:
@@ -146,8 +147,10 @@ class ConvEncoder(nn.Module):
             raise ValueError(f"this network takes images of shape (..., "
                              f"{', '.join(map(str, self.in_shape))}) but got {tuple(x.shape)}")
         lead = x.shape[:-3]
-        h = self.convs(x.reshape(-1, *self.in_shape)).flatten(1)
-        return self.out_act(self.linear(h)).reshape(*lead, -1)
+        return network_call(self._forward, x.reshape(-1, *self.in_shape)).reshape(*lead, -1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_act(self.linear(self.convs(x).flatten(1)))
 
 
 class ConvDecoder(nn.Module):
@@ -182,8 +185,11 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
-        h = self.linear(z.reshape(-1, z.shape[-1])).view(-1, *self.start)
-        return self.convs(h).reshape(*lead, *self.out_shape)
+        return network_call(self._forward, z.reshape(-1, z.shape[-1])).reshape(
+            *lead, *self.out_shape)
+
+    def _forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.convs(self.linear(z).view(-1, *self.start))
 
     def output_bias(self) -> torch.Tensor:
         """The last transposed convolution's bias, one per output channel: ``(P, 1, 1)``."""

@@ -57,6 +57,7 @@ from .distributed import (
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .estimators import ESTIMATORS, Estimator, EstimatorOptions, get_estimator
 from .io import atomic_write, load_tensors, save_tensors
+from .precision import training_precision
 
 BEST = "best.safetensors"
 LAST = "last.safetensors"
@@ -316,6 +317,9 @@ class Trainer:
         self._check_shards(config.batch_size)
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if config.precision == "tf32" and self.device.type != "cuda":
+            self.log(f"--precision tf32 applies to CUDA matrix products; on {self.device.type} "
+                     "the steps run in fp32")
         objective = family.default_objective if config.objective == "auto" else config.objective
         if not isinstance(estimator, Estimator):
             estimator = build_estimator(objective, estimator, tuple(self.train_x.shape[1:]))
@@ -614,7 +618,7 @@ class Trainer:
                 lo, hi = self.world.shard(x.shape[0])
                 noise, weight = shard(x.shape[0], lo, hi), (hi - lo) / x.shape[0]
                 x, idx = x[lo:hi], idx[lo:hi]
-            with noise:
+            with noise, training_precision(self.config.precision, self.device):
                 if self.train_y is None and self.labelled is None:
                     losses = self.estimator(self.model, x)
                 else:
