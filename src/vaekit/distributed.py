@@ -195,6 +195,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (picklable) on every rank (``obj`` itself for one process)."""
+    if not _WORLD.distributed:
+        return obj
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
 def broadcast_parameters(module: torch.nn.Module) -> None:
     """Every rank starts from rank 0's parameters and buffers."""
     if not _WORLD.distributed:

@@ -230,7 +230,9 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
                 raise CheckpointError(f"{e}; {best_fallback(run_dir)}") from None
             resumed_at = last_meta.get("epoch")
     else:
-        run_dir = Path(out) if out is not None else default_run_dir(config)
+        # the default name holds the time: every rank takes rank 0's
+        run_dir = Path(distributed.broadcast_object(
+            str(Path(out) if out is not None else default_run_dir(config))))
         if (run_dir / CONFIG).exists():
             if (run_dir / LAST).exists() or (run_dir / BEST).exists():
                 raise CheckpointError(
