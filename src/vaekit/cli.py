@@ -433,14 +433,21 @@ def _cmd_evaluate(args) -> int:
     if (args.noise is None) != (args.noise_level is None):
         raise ConfigError("--noise and --noise-level go together, e.g. --noise masking "
                           "--noise-level 0.25")
-    run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
-                   device=args.device)
-    noise = None if args.noise is None else (args.noise, args.noise_level)
-    result = evaluate_run(run, args.num_samples, split=args.split,
-                          progress=not args.no_progress, noise=noise,
-                          compile=False if args.no_compile else "auto", seed=args.seed,
-                          num_points=args.num_points)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
+    from . import distributed
+    w = distributed.init_from_env(args.device or "auto")    # torchrun: a sharded evaluation
+    try:
+        run = load_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
+                       device=(distributed.device_for(args.device or "auto") if w.distributed
+                               else args.device))
+        noise = None if args.noise is None else (args.noise, args.noise_level)
+        result = evaluate_run(run, args.num_samples, split=args.split,
+                              progress=not args.no_progress, noise=noise,
+                              compile=False if args.no_compile else "auto", seed=args.seed,
+                              num_points=args.num_points, save=w.is_main)
+    finally:
+        distributed.shutdown()
+    if w.is_main:
+        print(json.dumps(result.to_dict(), indent=2) if args.json else format_eval(result))
     return 0
 
 

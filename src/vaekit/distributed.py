@@ -161,6 +161,46 @@ def standard_normal(shape: Iterable[int], dtype: torch.dtype | None = None,
     return torch.randn(shape, dtype=dtype, device=device)      # = empty(shape).normal_()
 
 
+# --------------------------------------------------------------------------- evaluation
+_EVAL_SHARDED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "vaekit_sharded_evaluation", default=False)
+
+
+@contextlib.contextmanager
+def sharded_evaluation() -> Iterator[None]:
+    """Within the block, :func:`vaekit.evaluation.evaluate_terms` splits its examples over
+    the ranks (:func:`evaluation_shard`) and gathers the per-example results. Only for a
+    final evaluation: the ranks' random streams part ways (each draws for its own shard)."""
+    token = _EVAL_SHARDED.set(True)
+    try:
+        yield
+    finally:
+        _EVAL_SHARDED.reset(token)
+
+
+def evaluation_shard(n: int) -> tuple[int, int] | None:
+    """``(lo, hi)``: this rank's examples of an evaluation of ``n`` within
+    :func:`sharded_evaluation` under torchrun; ``None`` otherwise (all of them)."""
+    if not (_WORLD.distributed and _EVAL_SHARDED.get()):
+        return None
+    return _WORLD.shard(n)
+
+
+def gather_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``(n, ...)`` concatenation, in rank order, of every rank's rows ``t`` (this rank's
+    :func:`evaluation_shard` of ``n``): one all-gather of equal, padded blocks."""
+    if not _WORLD.distributed:
+        return t
+    import torch.distributed as dist
+    sizes = [World(r, _WORLD.size).shard(n) for r in range(_WORLD.size)]
+    per = max(hi - lo for lo, hi in sizes)
+    block = t.new_zeros((per, *t.shape[1:]))
+    block[:t.shape[0]] = t
+    blocks = [torch.empty_like(block) for _ in sizes]
+    dist.all_gather(blocks, block.contiguous())
+    return torch.cat([b[:hi - lo] for b, (lo, hi) in zip(blocks, sizes, strict=True)])
+
+
 # --------------------------------------------------------------------------- collectives
 def all_reduce_gradients(params: Iterable[torch.nn.Parameter], weight: float) -> None:
     """Replace each gradient by the sum over ranks of ``weight`` x the rank's gradient (with

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .distributed import evaluation_shard, gather_rows
 from .distributions import analytic_kl
 from .errors import VaekitWarning
 from .objectives import LogTerms, log_terms
@@ -317,8 +318,12 @@ def evaluate_terms(model, x: torch.Tensor, num_samples: int = 5000, *,
     was_training = model.training
     model.eval()
     device = model_device(model)
+    total = x.shape[0]
+    part = evaluation_shard(total)          # under torchrun's final evaluation: this rank's
+    if part is not None:
+        x = x[part[0]:part[1]]
     n = x.shape[0]
-    b, c = _batch_and_chunk(n, num_samples, max_rows, batch_size)
+    b, c = _batch_and_chunk(max(n, 1), num_samples, max_rows, batch_size)
     parts: dict[str, list[torch.Tensor]] = {}
     bar = Progress(n, f"log-likelihood (k={num_samples})", unit="example", enabled=progress,
                    log=log)
@@ -331,7 +336,12 @@ def evaluate_terms(model, x: torch.Tensor, num_samples: int = 5000, *,
     finally:
         bar.close()
         model.train(was_training)
-    return {k: torch.cat(v).cpu() for k, v in parts.items()}
+    if part is None:
+        return {k: torch.cat(v).cpu() for k, v in parts.items()}
+    # every rank computes the same keys; an empty shard has none: reduce over a fixed order
+    keys = ("log_likelihood", "elbo", "reconstruction", "kl")
+    return {k: gather_rows(torch.cat(parts[k]) if k in parts else
+                           torch.zeros(0, device=device), total).cpu() for k in keys}
 
 
 @torch.no_grad()

@@ -209,8 +209,8 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
     """
     config.validate()
     w = distributed.world()           # under torchrun rank 0 writes; the others only train
-    if not w.is_main:
-        progress, figures, evaluate_after = False, False, False
+    if not w.is_main:                 # it takes part in the final (sharded) evaluation
+        progress, figures = False, False
         log = _silent
     resumed_at = None                 # the epoch of the checkpoint a resumed run starts from
     if resume:
@@ -306,7 +306,7 @@ def train_run(config: Config, out: str | os.PathLike | None = None, *, resume: b
                 f"its {EVAL} is kept (vaekit evaluate {run_dir} evaluates it again)")
             summary["eval"] = family.result.from_dict(load_eval(run_dir))
         elif evaluate_after:
-            summary["eval"] = evaluate_run(run, progress=progress, log=log)
+            summary["eval"] = evaluate_run(run, progress=progress, log=log, save=w.is_main)
             tracker.log_evaluation(summary["eval"].to_dict(), step=result.epochs)
         if figures:
             summary["figures"] = [str(p) for p in make_figures(run, result.history)]
@@ -453,10 +453,13 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
     ``.json`` (``eval-last.json``), so they never replace the best checkpoint's. ``compile``
     as in :func:`vaekit.evaluation.log_likelihood`. The importance samples are drawn from a
     generator seeded with ``seed``, so evaluating a run again gives the same numbers; the
-    caller's random state is left as it was. With ``progress``, a long evaluation shows a bar
-    on a terminal and a line every 10 s with the time left elsewhere. ``num_points``: only
-    the split's first N examples (saved with ``-firstN`` before ``.json``: ``eval-first200.json``
-    for the test split), a quicker estimate of a costly model.
+    caller's random state is left as it was. Under torchrun each rank evaluates its contiguous
+    shard of the examples (from seed ``seed + rank``) and the per-example results are gathered
+    (:func:`vaekit.distributed.sharded_evaluation`); rank 0 saves. With ``progress``, a long
+    evaluation shows a bar on a terminal and a line every 10 s with the time left elsewhere.
+    ``num_points``: only the split's first N examples (saved with ``-firstN`` before
+    ``.json``: ``eval-first200.json`` for the test split), a quicker estimate of a costly
+    model.
     """
     if not isinstance(run, Run):
         run = load_run(run)
@@ -475,10 +478,12 @@ def evaluate_run(run: Run | str | os.PathLike, num_samples: int | None = None, *
         if subset:
             x = x[:num_points]
             labels = {k: v[:num_points] for k, v in labels.items()}
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            result = family.evaluate(run.model, x, k, progress=progress, noise=noise,
-                                     compile=compile, log=log, **labels)
+        w = distributed.world()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                distributed.sharded_evaluation():
+            torch.manual_seed(seed + w.rank)  # torchrun: rank r's shard from seed + r
+            result = family.evaluate(run.model, x, k, progress=progress and w.is_main,
+                                     noise=noise, compile=compile, log=log, **labels)
         if run.dataset.standardization is not None:
             result = result.in_original_units(run.dataset.standardization.log_abs_det)
         result.dataset, result.split = run.dataset.name, split
