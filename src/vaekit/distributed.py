@@ -18,7 +18,9 @@ batch B (``--batch-size``):
   estimators call ``model.encoder`` and ``model.decoder`` rather than ``forward``);
 * validation, the monitor and KL warm-up run alike on every rank (the same draws keep the
   random streams equal); rank 0 alone writes checkpoints, ``metrics.jsonl``, the tracker's
-  logs and figures, and evaluates at the end, while the other ranks return.
+  logs and figures;
+* the final evaluation is sharded: each rank scores its contiguous part of the test set and
+  the per-example values are gathered (:func:`sharded_evaluation`); rank 0 saves it.
 
 As every rank's random state is the same, the one state the checkpoint holds is each rank's:
 a resumed multi-process run continues exactly (and so does a resume with another N: the
@@ -88,7 +90,7 @@ def init_from_env(device: str = "auto", timeout_minutes: float = 60.0) -> World:
     uses GPU ``LOCAL_RANK`` (:func:`device_for`).
 
     Raises:
-        ConfigError: the environment is incomplete, or NCCL is asked for without CUDA.
+        ConfigError: ``WORLD_SIZE`` is set but ``RANK`` is missing or not a number.
     """
     global _WORLD
     if not launched():
@@ -214,9 +216,10 @@ def all_reduce_gradients(params: Iterable[torch.nn.Parameter], weight: float) ->
     flat = torch.cat([g.reshape(-1) for g in grads]).mul_(weight)
     dist.all_reduce(flat)
     offset = 0
-    for p in params:
+    for p, g in zip(params, grads, strict=True):
         n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        p.grad = g
         offset += n
 
 
