@@ -4,8 +4,9 @@ figure beside the device's float32 matrix-product peak measured in the same run.
 Printed, on one device (``--device``, default cuda; ``cpu`` for a smoke run):
   * the peak: TFLOP/s of a large float32 matmul (and bf16 with ``--precision bf16``);
   * training images/s of vaekit's ``Trainer`` at batch 20, 100 and 1000 (one epoch of a
-    training set sized to take a few seconds, after a warm-up epoch), and the share of the
-    peak that the step's matrix products (6 x parameters x batch FLOPs) reach;
+    training set sized to take a few seconds, after a warm-up epoch), eager and with
+    ``cuda_graphs`` (the step captured once and replayed, vaekit.cuda_graphs), and the share
+    of the peak that the step's matrix products (6 x parameters x batch FLOPs) reach;
   * the k = 5000 log-likelihood of 10,000 test images (``vaekit.evaluation.log_likelihood``):
     seconds, and the decoder's share of the peak (2 x decoder parameters x k x N FLOPs).
 Binarized MNIST from ``--data-dir`` when present, else random binary images of the same
@@ -79,9 +80,11 @@ def load_data(data_dir: str) -> tuple[torch.Tensor, torch.Tensor, str]:
                 "random binary (no data)")
 
 
-def model_and_config(device: torch.device, batch: int, precision: str, x: torch.Tensor):
+def model_and_config(device: torch.device, batch: int, precision: str, x: torch.Tensor,
+                     cuda_graphs: bool = False):
     cfg = load_config("iwae-paper-1layer")
     cfg.train.batch_size, cfg.train.lr_schedule = batch, "constant"
+    cfg.train.cuda_graphs = cuda_graphs
     cfg.train.device, cfg.train.precision, cfg.train.tracking = str(device), precision, "none"
     torch.manual_seed(0)
     model = build_model(cfg.model, SHAPE)
@@ -90,9 +93,12 @@ def model_and_config(device: torch.device, batch: int, precision: str, x: torch.
 
 
 def training_rate(x: torch.Tensor, device: torch.device, batch: int, precision: str,
-                  seconds: float) -> tuple[float, int]:
-    """(images/s, parameters) of one timed epoch, after a warm-up epoch sized alike."""
-    model, cfg = model_and_config(device, batch, precision, x)
+                  seconds: float, cuda_graphs: bool = False,
+                  log=print) -> tuple[float, int]:
+    """(images/s, parameters) of one timed epoch, after a warm-up epoch sized alike (with
+    ``cuda_graphs`` each epoch's trainer warms up and captures its step anew, inside the
+    timing)."""
+    model, cfg = model_and_config(device, batch, precision, x, cuda_graphs)
     params = sum(p.numel() for p in model.parameters())
     n = batch * 50
     rate = None
@@ -100,7 +106,7 @@ def training_rate(x: torch.Tensor, device: torch.device, batch: int, precision: 
         data = x[torch.arange(n) % x.shape[0]]
         cfg.train.epochs = 1
         trainer = Trainer(model, cfg.train, data, data[:100].float(), estimator=cfg.estimator,
-                          progress=False)
+                          progress=False, log=log)
         sync(device)
         t = time.perf_counter()
         trainer.fit(restore_best=False)
@@ -130,11 +136,17 @@ def main(argv=None) -> None:
         peak = bpeak
     x, test, source = load_data(args.data_dir)
     print(f"data: {source}; precision {args.precision}")
-    print("batch  training images/s  share of peak (matrix products)")
+    print("batch  training images/s  share of peak   with CUDA graphs  share   graphs / eager")
+    notes: set[str] = set()
     for batch in args.batch_sizes:
         rate, params = training_rate(x, device, batch, args.precision, args.seconds)
-        share = 6 * params * rate / (peak * 1e12)
-        print(f"{batch:5d}  {rate:17,.0f}  {share:8.2%}")
+        graphed, _ = training_rate(x, device, batch, args.precision, args.seconds, True,
+                                   notes.add)
+        share, gshare = (6 * params * r / (peak * 1e12) for r in (rate, graphed))
+        print(f"{batch:5d}  {rate:17,.0f}  {share:13.2%}   {graphed:16,.0f}  {gshare:6.2%}"
+              f"   {graphed / rate:6.2f}")
+    for line in sorted(notes):
+        print(f"  note: {line}")
     model, _ = model_and_config(device, 100, "fp32", x)
     model = model.to(device)
     xe = test[:args.eval_images].to(device)

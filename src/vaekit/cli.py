@@ -39,7 +39,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 # Fields that may change when a run is resumed; the rest must stay as trained.
 RESUMABLE_FIELDS = {"epochs", "patience", "device", "eval_num_samples", "data_dir", "lr",
-                    "tracking", "tracking_uri", "experiment"}
+                    "cuda_graphs", "tracking", "tracking_uri", "experiment"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -132,6 +132,9 @@ class TrainConfig(Options):
                                     "bfloat16 autocast; densities and bounds in float32); "
                                     "evaluation is always float32",
                             check=one_of(PRECISIONS))
+    cuda_graphs: bool = option(False, "CUDA: capture the training step once as a CUDA graph "
+                                      "and replay it at every full batch (vaekit.cuda_graphs; "
+                                      "falls back to eager steps with a message)")
     device: str = option("auto", "auto (CUDA when present, else CPU) | any torch device: cpu, "
                                  "cuda, cuda:N, mps, xpu",
                          check=_devices)

@@ -62,6 +62,8 @@ def network_call(forward: Callable[[torch.Tensor], torch.Tensor],
     device = _AUTOCAST.get()
     if device is None:
         return forward(x)
-    with torch.autocast(device, dtype=torch.bfloat16):
+    # no cast cache: each weight is used once per call, and a cache must not outlive a CUDA
+    # graph capture (vaekit.cuda_graphs)
+    with torch.autocast(device, dtype=torch.bfloat16, cache_enabled=False):
         out = forward(x)
     return out.float()

@@ -44,6 +44,7 @@ from .callbacks import (
     batched_score,
 )
 from .config import TrainConfig
+from .cuda_graphs import GraphedSteps, unavailable
 from .data import to_values
 from .distributed import (
     World,
@@ -151,11 +152,13 @@ def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig,
-                   extra: Sequence[torch.nn.Parameter] = ()) -> torch.optim.Adam:
+                   extra: Sequence[torch.nn.Parameter] = (),
+                   capturable: bool = False) -> torch.optim.Adam:
     """Adam over all parameters of ``model`` and ``extra`` (an estimator's own), in one group:
-    one fused kernel call per step when possible."""
+    one fused kernel call per step when possible; ``capturable``: safe to record in a CUDA
+    graph (:mod:`vaekit.cuda_graphs`)."""
     kwargs = dict(lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                  eps=config.adam_eps)
+                  eps=config.adam_eps, capturable=capturable)
     params = [*model.parameters(), *extra]
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)
@@ -324,7 +327,9 @@ class Trainer:
         if not isinstance(estimator, Estimator):
             estimator = build_estimator(objective, estimator, tuple(self.train_x.shape[1:]))
         self.estimator = estimator.to(self.device)
-        self.optimizer = make_optimizer(self.model, config, list(self.estimator.parameters()))
+        graphs_wanted = config.cuda_graphs and self.device.type == "cuda"
+        self.optimizer = make_optimizer(self.model, config, list(self.estimator.parameters()),
+                                        capturable=graphs_wanted)
         self.scheduler = make_scheduler(self.optimizer, config)
         if config.valid_num_samples:
             if not family.supports("monitor"):
@@ -358,6 +363,13 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stop: str | None = None
         self.total_epochs = min(config.epochs, schedule_length(config))
+        self.graphs: GraphedSteps | None = None
+        if config.cuda_graphs:
+            why = unavailable(self)
+            if why:
+                self.log(f"--cuda-graphs: {why}; the steps run eagerly")
+            else:
+                self.graphs = GraphedSteps(self, self.log)
 
     def _check_shards(self, batch_size: int) -> None:
         """Every rank must get examples of every batch (the last, smaller one included)."""
@@ -445,7 +457,11 @@ class Trainer:
                     state.setdefault(where[int(pid)], {})[name] = v
             for pid, sc in meta.get("optimizer_scalars", {}).items():
                 state.setdefault(where[int(pid)], {}).update(sc)
-            groups = [{**g, "params": sorted(where[i] for i in g["params"])}
+            # hyperparameters from the checkpoint; how Adam runs (fused, capturable for CUDA
+            # graphs) is this optimizer's: a run trained with --cuda-graphs resumes on a CPU
+            impl = {k: v for k, v in self.optimizer.param_groups[0].items()
+                    if k in ("fused", "foreach", "capturable", "differentiable")}
+            groups = [{**g, **impl, "params": sorted(where[i] for i in g["params"])}
                       for g in meta["param_groups"]]
             self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         except (RuntimeError, KeyError, ValueError) as e:
@@ -464,6 +480,8 @@ class Trainer:
                                    strict=True):
             g["initial_lr"] = base
             g["lr"] = base * factor(s.last_epoch)
+        if self.graphs is not None:       # new optimizer state tensors: capture again
+            self.graphs.reset()
         torch.set_rng_state(tensors["rng.cpu"])
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
         if cuda_states and self.device.type == "cuda":
@@ -606,10 +624,15 @@ class Trainer:
         ``(None, None, message)``."""
         n, b = self.train_x.shape[0], self.config.batch_size
         perm = torch.randperm(n, device=self.device)
+        graphs = self.graphs if inspect is None else None
         for batch, i in enumerate(range(0, n, b)):
             for c in step_callbacks:
                 c.on_step(self, epoch + i / n)
             idx = perm[i:i + b]
+            if graphs is not None and idx.shape[0] == b:    # a full batch: the replayed graph
+                x, losses = graphs.step(idx)
+                yield i, x, losses
+                continue
             x = to_values(self.train_x[idx], self.divisor)
             if self.dynamic_binarization:
                 x = torch.bernoulli(x)
