@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -175,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", metavar="FILE|PRESET",
                    help="a JSON/TOML configuration file or a preset: " + ", ".join(PRESETS))
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<time>)")
-    t.add_argument("--resume", metavar="RUN", help="continue the interrupted run in RUN")
+    t.add_argument("--resume", metavar="RUN", help="continue the interrupted run in RUN (or "
+                                                   "every seed of a --seeds directory)")
+    t.add_argument("--seeds", metavar="LIST", default=None,
+                   help="train one run per seed, one after another, into OUT/seed-S (0,1,2 "
+                        "or 0-4); OUT/seeds.json has the mean and spread over seeds")
     t.add_argument("--no-eval", action="store_true", help="skip the final test evaluation")
     models, objectives = _model_and_objective_help()
     t.add_argument("--model", dest="model.model", metavar="{" + models.replace(", ", ",") + "}",
@@ -328,8 +333,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The configuration: ``--config`` (or the run's, with ``--resume``) plus overrides."""
+def config_from_args(args: argparse.Namespace, saved: dict | None = None) -> Config:
+    """The configuration: ``--config`` (or the run's, with ``--resume``; or ``saved``, a
+    ``config.json`` dict, in its place) plus overrides."""
     overrides: dict[str, dict] = {}
     for key, value in vars(args).items():
         if "." in key:
@@ -339,7 +345,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.resume:
         from .runs import CONFIG
         cfg_path = Path(args.resume) / CONFIG
-        if not cfg_path.is_file():
+        if saved is None and not cfg_path.is_file():
             raise ConfigError(f"--resume {args.resume}: no {CONFIG} there; is it a run directory?")
         fixed = sorted(n for n in given if n not in RESUMABLE_FIELDS)
         if fixed or args.config:
@@ -347,7 +353,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise ConfigError(
                 f"{names} cannot change when resuming; only "
                 f"{', '.join(_flag(n) for n in sorted(RESUMABLE_FIELDS))} can")
-        saved = read_json(cfg_path)
+        saved = read_json(cfg_path) if saved is None else saved
         train = overrides.get("train", {})
         if "tracking" in train and isinstance(saved.get("train"), dict):
             # another --tracking on resume: the run's MLflow settings are not carried over
@@ -391,6 +397,9 @@ def _json_default(o):
 def _cmd_train(args) -> int:
     from . import distributed
     from .runs import train_run
+    from .seeds import SEEDS
+    if args.seeds is not None or (args.resume and (Path(args.resume) / SEEDS).is_file()):
+        return _cmd_train_seeds(args)
     config = config_from_args(args)
     w = distributed.init_from_env(config.train.device)     # torchrun: join the other ranks
     try:
@@ -422,6 +431,75 @@ def _cmd_train(args) -> int:
     if "eval" in summary:
         print(format_eval(summary["eval"]))
     return 0
+
+
+def _cmd_train_seeds(args) -> int:
+    """``vaekit train --seeds LIST`` (and ``--resume`` of its directory): the seeds one after
+    another (:mod:`vaekit.seeds`)."""
+    from . import seeds as S
+    from .runs import default_run_dir, train_run
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--seeds is not run under torchrun; train the seeds with torchrun "
+                          "one at a time (--seed S), or without torchrun")
+
+    def one(cfg, run_dir, resume):
+        return train_run(cfg, run_dir, resume=resume, progress=not args.no_progress,
+                         evaluate_after=not args.no_eval)
+
+    if args.resume:
+        if args.seeds is not None:
+            raise ConfigError(f"--seeds cannot change when resuming; --resume {args.resume} "
+                              "continues the seeds it holds")
+        _, saved = S.read_group(args.resume)
+
+        def resume_one(run):
+            return one(config_from_args(argparse.Namespace(**{**vars(args),
+                                                              "resume": str(run)})), run, True)
+
+        def start_one(run, seed):
+            cfg = config_from_args(args, saved=saved)
+            return one(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)),
+                       run, False)
+
+        record = S.resume_seeds(args.resume, resume_one=resume_one, start_one=start_one,
+                                log=_stderr_line)
+        out = Path(args.resume)
+    else:
+        if "train.seed" in vars(args):
+            raise ConfigError("--seed and --seeds: give one (--seeds 0,1,2 sets each run's)")
+        seeds = S.parse_seeds(args.seeds)
+        config = config_from_args(args)
+        out = Path(args.out) if args.out else default_run_dir(config)
+        record = S.train_seeds(config, out, seeds, train_one=one, log=_stderr_line)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(format_seeds(record, out))
+    return 0
+
+
+def _stderr_line(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def format_seeds(record: dict, out: Path) -> str:
+    """The per-seed test metrics and their mean and spread (:func:`vaekit.seeds.over_seeds`)."""
+    from .seeds import METRICS, SEEDS
+    labels = {"test_log_likelihood": "test log-likelihood", "test_elbo": "test ELBO",
+              "test_reconstruction_error": "reconstruction error"}
+    shown = [m for m in METRICS if any(r.get(m) is not None for r in record["runs"])]
+    lines = [f"{len(record['runs'])} seeds in {out} ({SEEDS}); nats per example"]
+    for r in record["runs"]:
+        parts = [f"{labels[m]} {_fmt(r.get(m), r.get(m + '_se'))}" for m in shown] or \
+            [f"best validation score {r['best_valid_score']:.2f} (not evaluated)"]
+        lines.append(f"  {r['name']:<10} " + ", ".join(parts))
+    stats = record.get("over_seeds")
+    for m in shown:
+        st = stats and stats.get(m)
+        if st:
+            lines.append(f"  over {st['n']} seeds, {labels[m]}: mean {st['mean']:.2f}, sd "
+                         f"{st['sd']:.2f} (each run's s.e. {st['mean_se']:.2f} on average)")
+    return "\n".join(lines)
 
 
 def _cmd_evaluate(args) -> int:
@@ -568,6 +646,13 @@ def _cmd_compare(args) -> int:
               f"{_fmt(r['test_log_likelihood'], r['test_log_likelihood_se']):>16}  "
               f"{_fmt(r['test_reconstruction_error'], r['test_reconstruction_error_se']):>16}"
               f"  {au:>7}")
+    from .seeds import over_seeds
+    for g in over_seeds(rows):
+        parts = [f"{label} mean {g[m]['mean']:.2f}, sd {g[m]['sd']:.2f}"
+                 for m, label in (("test_log_likelihood", "log-lik."), ("test_elbo", "ELBO"))
+                 if g[m] is not None]
+        print(f"  over seeds {', '.join(map(str, g['seeds']))} ({', '.join(g['runs'])}): "
+              + ("; ".join(parts) or "no test metric"))
     print(f"wrote {Path(args.out) / 'compare.json'}"
           + "".join(f", {p}" for p in figures))
     return 0

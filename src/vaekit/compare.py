@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .runs import EVAL, Run, evaluate_run, load_run
+from .seeds import config_key, over_seeds
 from .training import METRICS, read_metrics
 
 
@@ -41,6 +42,7 @@ def run_summary(path: str | os.PathLike | Run, num_samples: int = 5000,
     history = read_metrics(path / METRICS)
     options = run.config.estimator_options()
     row = {"run": str(path), "name": path.name, "model": family.name,
+           "seed": run.config.train.seed, "config_key": config_key(run.config.to_dict()),
            "dataset": run.dataset.name, "binarization": result.binarization,
            "latent_dim": family.latent_dim(run.model), "objective": run.config.objective,
            "num_samples": (options.to_dict().get("num_samples")
@@ -70,7 +72,9 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike,
                  num_samples: int = 5000, data_dir: str | None = None,
                  progress: bool = False, allow_mixed: bool = False) -> tuple[list[dict],
                                                                              list[Path]]:
-    """Summaries of the runs and the figures written into ``out``: ``compare.json``,
+    """Summaries of the runs and the figures written into ``out``: ``compare.json`` (the rows;
+    and ``compare_seeds.json``, :func:`vaekit.seeds.over_seeds`, when some runs differ only in
+    their seed),
     ``compare.png`` (the monitored test bound over training), ``compare_latent.png`` when
     every run has a 2-D latent space, and ``compare_interpolations.png`` (the same pairs of
     test images interpolated by every model) when every model embeds images.
@@ -93,6 +97,9 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike,
     rows = [run_summary(run, num_samples, progress=progress) for run in runs]
     figures = []
     write_json(out / "compare.json", rows)
+    groups = over_seeds(rows)
+    if groups:
+        write_json(out / "compare_seeds.json", groups)
 
     def save(fig, name):
         plotting.save_figure(fig, out / name)
