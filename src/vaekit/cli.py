@@ -619,14 +619,14 @@ def _cmd_gradients(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import compare_runs
+    from .compare import compare_runs, public_row
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
     rows, figures = compare_runs(args.runs, args.out, args.num_samples, args.data_dir,
                                  progress=not args.no_progress and not args.json,
                                  allow_mixed=args.allow_mixed)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([public_row(r) for r in rows], indent=2))
         return 0
     k = args.num_samples
     print(f"test set, nats per example (mean ± s.e.); log-likelihood with k={k} "

@@ -58,6 +58,12 @@ def run_summary(path: str | os.PathLike | Run, num_samples: int = 5000,
     return row
 
 
+def public_row(row: dict) -> dict:
+    """A summary without its ``config_key`` (the grouping key of :func:`vaekit.seeds.over_seeds`,
+    a whole configuration as a string): what ``compare.json`` and ``--json`` show."""
+    return {k: v for k, v in row.items() if k != "config_key"}
+
+
 def check_comparable(runs: list[Run]) -> str | None:
     """``None`` when every run was trained and evaluated on the same data; else a line
     saying how they differ."""
@@ -96,7 +102,7 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike,
                           "on one dataset, or pass --allow-mixed to show them anyway")
     rows = [run_summary(run, num_samples, progress=progress) for run in runs]
     figures = []
-    write_json(out / "compare.json", rows)
+    write_json(out / "compare.json", [public_row(r) for r in rows])
     groups = over_seeds(rows)
     if groups:
         write_json(out / "compare_seeds.json", groups)
