@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import ConfigError, VaekitError, VaekitWarning
 from .io import read_json
+from .memory import keep_freed_memory
 from .options import choices_of, coerce, field_types
 from .threads import default_threads
 
@@ -788,6 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.threads is not None and args.threads < 1:
                 raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
             torch.set_num_threads(args.threads or default_threads())     # vaekit.threads
+            keep_freed_memory()                                          # vaekit.memory
             return {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample,
                     "gradients": _cmd_gradients, "compare": _cmd_compare,
                     "importance-sampling": _cmd_importance_sampling,

@@ -463,13 +463,21 @@ class OwnObjectiveFamily(GradientFamily):
         return model.validation_score(x)
 
 
-DECODER_OUTPUT_BUDGET = 1 << 25     # decoder outputs held at once in an evaluation (~32M)
+# Decoder outputs held at once in an evaluation: 2M float32 values, 8 MB. glibc maps every
+# allocation above 32 MB on its own and unmaps it when freed, so larger chunks page-fault
+# their outputs and log-density temporaries in afresh each time (smaller ones are reused
+# when vaekit.memory.keep_freed_memory has run): with 32M values a discretized logistic
+# mixture's k=5000 evaluation spent 60% of its time in the kernel and took 2.75x as long
+# (benchmarks/bench_eval_chunks.py).
+DECODER_OUTPUT_BUDGET = 1 << 21
 
 
 def rows_within(param_shape: tuple[int, ...], budget: int = DECODER_OUTPUT_BUDGET) -> int:
     """How many (sample, example) rows to decode at once when each row has ``param_shape``
     outputs: :data:`~vaekit.evaluation.DEFAULT_MAX_ROWS`, fewer for large decoder outputs (a
-    256-way categorical per pixel), so that an evaluation's memory stays bounded."""
+    mixture's or a 256-way categorical's parameters per pixel), so that the chunk's buffers
+    stay small enough to be reused rather than mapped afresh (see
+    :data:`DECODER_OUTPUT_BUDGET`)."""
     from .evaluation import DEFAULT_MAX_ROWS
     return max(1, min(DEFAULT_MAX_ROWS, budget // math.prod(param_shape)))
 
