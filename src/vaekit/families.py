@@ -467,7 +467,7 @@ class OwnObjectiveFamily(GradientFamily):
 # allocation above 32 MB on its own and unmaps it when freed, so larger chunks page-fault
 # their outputs and log-density temporaries in afresh each time (smaller ones are reused
 # when vaekit.memory.keep_freed_memory has run): with 32M values a discretized logistic
-# mixture's k=5000 evaluation spent 60% of its time in the kernel and took 2.75x as long
+# mixture's k=5000 evaluation spent 60% of its time in the kernel and took 3x as long
 # (benchmarks/bench_eval_chunks.py).
 DECODER_OUTPUT_BUDGET = 1 << 21
 
