@@ -114,8 +114,9 @@ def train_seeds(config: Config, out: str | os.PathLike, seeds: Sequence[int], *,
     taken = [str(seed_dir(out, s)) for s in seeds if (seed_dir(out, s) / "config.json").exists()]
     if taken:
         raise CheckpointError(f"{taken[0]} already holds a run; choose another --out")
+    from .runs import _absolute_paths  # a resume may start from another directory
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / SEEDS, {"seeds": list(seeds), "config": config.to_dict()})
+    write_json(out / SEEDS, {"seeds": list(seeds), "config": _absolute_paths(config).to_dict()})
     summaries = []
     for i, s in enumerate(seeds):
         log(f"seed {s} ({i + 1} of {len(seeds)}): {seed_dir(out, s)}")
