@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -437,9 +436,10 @@ def _cmd_train(args) -> int:
 def _cmd_train_seeds(args) -> int:
     """``vaekit train --seeds LIST`` (and ``--resume`` of its directory): the seeds one after
     another (:mod:`vaekit.seeds`)."""
+    from . import distributed
     from . import seeds as S
     from .runs import default_run_dir, train_run
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if distributed.launched():
         raise ConfigError("--seeds is not run under torchrun; train the seeds with torchrun "
                           "one at a time (--seed S), or without torchrun")
 
@@ -477,10 +477,6 @@ def _cmd_train_seeds(args) -> int:
         return 0
     print(format_seeds(record, out))
     return 0
-
-
-def _stderr_line(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def format_seeds(record: dict, out: Path) -> str:
@@ -620,14 +616,15 @@ def _cmd_gradients(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import compare_runs, public_row
+    from .compare import compare_runs
+    from .seeds import over_seeds, without_key
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
     rows, figures = compare_runs(args.runs, args.out, args.num_samples, args.data_dir,
                                  progress=not args.no_progress and not args.json,
                                  allow_mixed=args.allow_mixed)
     if args.json:
-        print(json.dumps([public_row(r) for r in rows], indent=2))
+        print(json.dumps([without_key(r) for r in rows], indent=2))
         return 0
     k = args.num_samples
     print(f"test set, nats per example (mean ± s.e.); log-likelihood with k={k} "
@@ -647,7 +644,6 @@ def _cmd_compare(args) -> int:
               f"{_fmt(r['test_log_likelihood'], r['test_log_likelihood_se']):>16}  "
               f"{_fmt(r['test_reconstruction_error'], r['test_reconstruction_error_se']):>16}"
               f"  {au:>7}")
-    from .seeds import over_seeds
     for g in over_seeds(rows):
         parts = [f"{label} mean {g[m]['mean']:.2f}, sd {g[m]['sd']:.2f}"
                  for m, label in (("test_log_likelihood", "log-lik."), ("test_elbo", "ELBO"))

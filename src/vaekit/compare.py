@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .runs import EVAL, Run, evaluate_run, load_run
-from .seeds import config_key, over_seeds
+from .seeds import config_key, over_seeds, without_key
 from .training import METRICS, read_metrics
 
 
@@ -56,12 +56,6 @@ def run_summary(path: str | os.PathLike | Run, num_samples: int = 5000,
                                         if "monitor_num_samples" in r), None)}
     row.update(result.comparison())
     return row
-
-
-def public_row(row: dict) -> dict:
-    """A summary without its ``config_key`` (the grouping key of :func:`vaekit.seeds.over_seeds`,
-    a whole configuration as a string): what ``compare.json`` and ``--json`` show."""
-    return {k: v for k, v in row.items() if k != "config_key"}
 
 
 def check_comparable(runs: list[Run]) -> str | None:
@@ -102,7 +96,7 @@ def compare_runs(paths: list[str | os.PathLike], out: str | os.PathLike,
                           "on one dataset, or pass --allow-mixed to show them anyway")
     rows = [run_summary(run, num_samples, progress=progress) for run in runs]
     figures = []
-    write_json(out / "compare.json", [public_row(r) for r in rows])
+    write_json(out / "compare.json", [without_key(r) for r in rows])
     groups = over_seeds(rows)
     if groups:
         write_json(out / "compare_seeds.json", groups)

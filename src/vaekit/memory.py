@@ -34,7 +34,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        if not libc.gnu_get_libc_version:          # glibc only (musl has no such function)
+        if not hasattr(libc, "gnu_get_libc_version"):  # glibc only (musl has no such function)
             return False
         mallopt = libc.mallopt
     except (OSError, AttributeError):

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .config import Config
 from .errors import CheckpointError, ConfigError
 from .io import read_json, write_json
+from .runs import CONFIG, _absolute_paths
 
 SEEDS = "seeds.json"
 METRICS = ("test_log_likelihood", "test_elbo", "test_reconstruction_error")
@@ -61,6 +62,12 @@ def seed_dir(out: str | os.PathLike, seed: int) -> Path:
     return Path(out) / f"seed-{seed}"
 
 
+def without_key(row: dict) -> dict:
+    """A summary without its ``config_key`` (a whole configuration as a string, the grouping
+    key of :func:`over_seeds`): what ``seeds.json``, ``compare.json`` and ``--json`` show."""
+    return {k: v for k, v in row.items() if k != "config_key"}
+
+
 def config_key(config: dict) -> str:
     """The configuration (``config.json``'s dict) without what two seeds of one experiment may
     differ in (the seed, the device, the tracking, the data's directory)."""
@@ -87,11 +94,9 @@ def over_seeds(rows: Sequence[dict]) -> list[dict]:
             if any(v is None for v in values):
                 g[metric] = None
                 continue
-            n = len(values)
-            mean = sum(values) / n
-            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
             ses = [m.get(f"{metric}_se") or 0.0 for m in members]
-            g[metric] = {"mean": mean, "sd": sd, "mean_se": sum(ses) / n, "n": n}
+            g[metric] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values),
+                         "mean_se": statistics.fmean(ses), "n": len(values)}
         out.append(g)
     return out
 
@@ -111,11 +116,11 @@ def train_seeds(config: Config, out: str | os.PathLike, seeds: Sequence[int], *,
     if (out / SEEDS).exists():
         raise CheckpointError(f"{out} already holds seeds; continue them with vaekit train "
                               f"--resume {out}, or choose another --out")
-    taken = [str(seed_dir(out, s)) for s in seeds if (seed_dir(out, s) / "config.json").exists()]
+    taken = [str(seed_dir(out, s)) for s in seeds if (seed_dir(out, s) / CONFIG).exists()]
     if taken:
         raise CheckpointError(f"{taken[0]} already holds a run; choose another --out")
-    from .runs import _absolute_paths  # a resume may start from another directory
     out.mkdir(parents=True, exist_ok=True)
+    # data paths absolute: a resume may start the missing seeds from another directory
     write_json(out / SEEDS, {"seeds": list(seeds), "config": _absolute_paths(config).to_dict()})
     summaries = []
     for i, s in enumerate(seeds):
@@ -126,8 +131,8 @@ def train_seeds(config: Config, out: str | os.PathLike, seeds: Sequence[int], *,
 
 
 def read_group(out: str | os.PathLike) -> tuple[list[int], dict]:
-    """The seeds and the configuration (``config.json``'s dict, of the first seed) that
-    ``out/seeds.json`` records.
+    """The seeds and the group's configuration (a ``config.json`` dict, without the seed's
+    own) that ``out/seeds.json`` records.
 
     Raises:
         ConfigError: ``out/seeds.json`` is missing or not vaekit's.
@@ -155,7 +160,7 @@ def resume_seeds(out: str | os.PathLike, *, resume_one: Callable[[Path], dict],
     summaries = []
     for i, s in enumerate(seeds):
         run = seed_dir(out, s)
-        started = (run / "config.json").is_file()
+        started = (run / CONFIG).is_file()
         log(f"seed {s} ({i + 1} of {len(seeds)}): {'resuming' if started else 'starting'} "
             f"{run}")
         summaries.append(resume_one(run) if started else start_one(run, s))
@@ -172,8 +177,8 @@ def finish(out: Path, seeds: Sequence[int], summaries: Sequence[dict]) -> dict:
                      "run_dir": summary["run_dir"],
                      "best_valid_score": summary["train"]["best_valid_score"], **metrics})
     stats = over_seeds(rows)
-    runs = [{k: v for k, v in r.items() if k != "config_key"} for r in rows]
-    record = {**read_json(out / SEEDS), "seeds": list(seeds), "runs": runs,
+    record = {**read_json(out / SEEDS), "seeds": list(seeds),
+              "runs": [without_key(r) for r in rows],
               "over_seeds": stats[0] if stats else None}
     write_json(out / SEEDS, record)
     return record
