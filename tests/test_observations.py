@@ -175,6 +175,32 @@ def test_initial_bias_starts_the_decoder_at_the_data_per_value_or_per_channel():
     dist = dlm(bias.unsqueeze(0))
     torch.testing.assert_close(dist.means[0, 0], 2 * mean - 1)          # every component
     torch.testing.assert_close(dist.means[0, 2], 2 * mean - 1)
+    torch.testing.assert_close(dist.log_scales, torch.zeros_like(dist.log_scales))  # no sd
+
+
+def test_initial_scale_matches_each_channels_spread():
+    """With the data's per-value sd, each channel's logistics start with the sd of its values
+    (pooled over the pixels): 8-bit images drawn so that the three channels spread
+    differently, the mixture's own sampled values against the data's sd."""
+    g = torch.Generator().manual_seed(3)
+    spread = torch.tensor([10.0, 25.0, 40.0]).view(1, 3, 1, 1)
+    k = (128 + spread * torch.randn(20000, 3, 4, 5, generator=g)).round().clamp(0, 255)
+    x = k / 255
+    dlm = observation_for("discretized-logistic", (3, 4, 5), OPTS)
+    bias = torch.zeros(dlm.param_shape)
+    dlm.init_bias(bias, x.mean(0), x.std(0))
+    dist = dlm(bias.unsqueeze(0))
+    sd_data = x.std(0).square().mean((1, 2)).sqrt()                   # (3,) pooled per channel
+    # a logistic of scale s has sd s pi / sqrt(3); the scale is on [-1, 1], the data on [0, 1]
+    sd_model = dist.log_scales[0, 0, :, 0, 0].exp() * math.pi / math.sqrt(3) / 2
+    torch.testing.assert_close(sd_model, sd_data, rtol=1e-5, atol=0)
+    torch.manual_seed(0)
+    draws = dist.sample((4000,))[:, 0]                                   # (4000, 3, 4, 5)
+    # sampling quantizes (and clips the far tails): the sd of the draws within 3% of the data's
+    torch.testing.assert_close(draws.std(0).mean((1, 2)), sd_data, rtol=0.03, atol=0)
+    tiny = torch.full((3, 4, 5), 1e-6)                # a flat channel: log s clipped at -7
+    dlm.init_bias(bias, x.mean(0), tiny)
+    assert torch.all(dlm(bias.unsqueeze(0)).log_scales == -7.0)
 
 
 def test_gradients_are_finite_at_extreme_parameters():

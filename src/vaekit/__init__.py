@@ -7,7 +7,7 @@ Quick start (see README.md)::
     import vaekit
     data = vaekit.load_dataset("mnist-5k")             # (N, 1, 28, 28) images
     model = vaekit.VAE(data.event_shape, latent_dim=16)
-    model.init_decoder_bias(data.train.mean(0))
+    model.init_decoder_bias(data.train.mean(0), data.train.std(0))
     vaekit.train(model, data, vaekit.TrainConfig(epochs=20))
     x_test = vaekit.eval_split(data, "test", "dynamic")
     print(vaekit.evaluate(model, x_test, num_samples=1000)["log_likelihood"])   # nats

@@ -266,8 +266,9 @@ class Family:
 
     def initialize(self, model: nn.Module, dataset: Dataset) -> None:
         """Data-dependent initialisation before training (the decoder starts at the data
-        mean, as the IWAE code does)."""
-        model.init_decoder_bias(dataset.train.mean(0))
+        mean, as the IWAE code does, and a decoder with a scale at the data's spread)."""
+        x = dataset.train
+        model.init_decoder_bias(x.mean(0), x.std(0))
 
     def latent_dim(self, model: nn.Module) -> int:
         return int(model.latent_dim)

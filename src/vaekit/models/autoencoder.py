@@ -188,10 +188,12 @@ class Autoencoder(LegacyStateMixin, nn.Module):
     def generative_parameters(self) -> Iterator[nn.Parameter]:
         return self.decoder_net.parameters()
 
-    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Start the decoder at the training-data mean: the logit of it (Bernoulli, as the
-        IWAE code does) or the mean (Gaussian)."""
-        self.observation.init_bias(self.decoder_net.output_bias(), train_mean)
+    def init_decoder_bias(self, train_mean: torch.Tensor,
+                          train_sd: torch.Tensor | None = None) -> None:
+        """Start the decoder at the training data (per-value mean and standard deviation):
+        the logit of the mean (Bernoulli, as the IWAE code does) or the mean (Gaussian); see
+        :meth:`vaekit.models.base.LatentVariableModel.init_decoder_bias`."""
+        self.observation.init_bias(self.decoder_net.output_bias(), train_mean, train_sd)
 
 
 class StackedAutoencoder(Autoencoder):

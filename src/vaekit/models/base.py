@@ -175,11 +175,14 @@ class LatentVariableModel(LegacyStateMixin, nn.Module):
         """E[x|z] as data (the inverse map of :meth:`embed` for figures)."""
         return self.decoder_mean(z)
 
-    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Start the decoder at the training-data mean (any shape with D values): the last
-        layer's bias becomes what the observation model says (the logit of the mean for a
-        Bernoulli decoder, as the IWAE code does; the mean for a Gaussian one)."""
-        self.observation.init_bias(self.decoder_net.output_bias(), train_mean)
+    def init_decoder_bias(self, train_mean: torch.Tensor,
+                          train_sd: torch.Tensor | None = None) -> None:
+        """Start the decoder at the training data (``train_mean``, ``train_sd``: the
+        per-value mean and standard deviation, any shape with D values): the last layer's
+        bias becomes what the observation model says (the logit of the mean for a Bernoulli
+        decoder, as the IWAE code does; the mean for a Gaussian one; for the discretized
+        logistic mixture also a scale from ``train_sd``)."""
+        self.observation.init_bias(self.decoder_net.output_bias(), train_mean, train_sd)
 
     @torch.no_grad()
     def sample(self, num: int) -> torch.Tensor:

@@ -204,10 +204,12 @@ class VQVAE(LegacyStateMixin, nn.Module):
 
     decoder_mean = decode_mean      # the name the rest of vaekit (sampling, plots) calls
 
-    def init_decoder_bias(self, train_mean: torch.Tensor) -> None:
-        """Start the decoder at the training-data mean: the logit of it (Bernoulli, as the
-        IWAE code does) or the mean (Gaussian)."""
-        self.observation.init_bias(self.decoder_net.output_bias(), train_mean)
+    def init_decoder_bias(self, train_mean: torch.Tensor,
+                          train_sd: torch.Tensor | None = None) -> None:
+        """Start the decoder at the training data (per-value mean and standard deviation):
+        the logit of the mean (Bernoulli, as the IWAE code does) or the mean (Gaussian); see
+        :meth:`vaekit.models.base.LatentVariableModel.init_decoder_bias`."""
+        self.observation.init_bias(self.decoder_net.output_bias(), train_mean, train_sd)
 
     def forward(self, x: torch.Tensor, update: bool | None = None) -> VQVAEOutput:
         """Encode, quantise, decode ``x: (B, *event_shape)``; see :class:`VQVAEOutput`.

@@ -102,17 +102,24 @@ class Observation(nn.Module):
         """E[x | out], ``(..., *event_shape)``."""
         raise NotImplementedError
 
-    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor | None:
+    def initial_params(self, train_mean: torch.Tensor,
+                       train_sd: torch.Tensor | None = None) -> torch.Tensor | None:
         """The decoder output ``(*param_shape)`` that starts the model at the data, from the
-        per-value training mean; ``None`` leaves the network's bias as it is."""
+        per-value training mean (and standard deviation, for the models with a scale in
+        their output: ``None`` where not known); ``None`` leaves the network's bias as it
+        is."""
         return None
 
     @torch.no_grad()
-    def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor) -> None:
+    def init_bias(self, bias: torch.Tensor, train_mean: torch.Tensor,
+                  train_sd: torch.Tensor | None = None) -> None:
         """Set the decoder's output bias so that it starts at the data (``bias``: a view of
         the output layer's bias broadcastable to ``param_shape``, e.g. per value for an MLP,
-        per channel for a convolution; ``train_mean``: any shape with the D values)."""
-        target = self.initial_params(train_mean.reshape(self.event_shape).to(bias))
+        per channel for a convolution; ``train_mean``, ``train_sd``: any shape with the D
+        values)."""
+        if train_sd is not None:
+            train_sd = train_sd.reshape(self.event_shape).to(bias)
+        target = self.initial_params(train_mean.reshape(self.event_shape).to(bias), train_sd)
         if target is not None:
             bias.copy_(reduce_to(target, bias.shape))
 
@@ -163,7 +170,8 @@ class BernoulliObservation(Observation):
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)
 
-    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor:
+    def initial_params(self, train_mean: torch.Tensor,
+                       train_sd: torch.Tensor | None = None) -> torch.Tensor:
         """The logit of the per-value training mean, clipped to [1e-3, 1 - 1e-3] (as the
         IWAE code does)."""
         p = train_mean.clamp(1e-3, 1 - 1e-3)
@@ -222,7 +230,8 @@ class GaussianObservation(Observation):
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return out
 
-    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor:
+    def initial_params(self, train_mean: torch.Tensor,
+                       train_sd: torch.Tensor | None = None) -> torch.Tensor:
         return train_mean
 
     def extra_repr(self) -> str:

@@ -284,13 +284,23 @@ class DiscretizedLogisticObservation(_EightBit):
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return self(out).mean
 
-    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor:
-        """Every component centred at the training mean (on the [-1, 1] scale), scales e^0."""
+    def initial_params(self, train_mean: torch.Tensor,
+                       train_sd: torch.Tensor | None = None) -> torch.Tensor:
+        """Every component centred at the training mean (on the [-1, 1] scale). With the
+        per-value standard deviations ``train_sd``, every component's scale in a channel is
+        the logistic's that has the channel's pooled spread (root mean square of its values'
+        sd): s = sd sqrt(3) / pi (a logistic's sd is s pi / sqrt(3)), log s clipped to
+        [-7, 0]; without them, s = e^0, which spans the whole [-1, 1] range and made the
+        colour of RGB images slow to learn (README, examples/colour_learning.py)."""
         c, spatial = self._layout()
         target = torch.zeros(self.param_shape, dtype=train_mean.dtype, device=train_mean.device)
         centre = (2 * train_mean - 1).reshape(c, *spatial)
         m = self.components
         target[m:m + m * c] = centre.unsqueeze(0).expand(m, c, *spatial).reshape(m * c, *spatial)
+        if train_sd is not None:
+            sd = (2 * train_sd).reshape(c, -1).square().mean(-1).sqrt()          # (C,)
+            log_s = torch.log(sd * math.sqrt(3) / math.pi).clamp(-7.0, 0.0)
+            target[m + m * c:m + 2 * m * c] = log_s.repeat(m).view(-1, *([1] * len(spatial)))
         return target
 
     def extra_repr(self) -> str:

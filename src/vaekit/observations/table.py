@@ -200,7 +200,8 @@ class TableObservation(Observation):
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return self.forward(out).mean
 
-    def initial_params(self, train_mean: torch.Tensor) -> torch.Tensor:
+    def initial_params(self, train_mean: torch.Tensor,
+                       train_sd: torch.Tensor | None = None) -> torch.Tensor:
         """The training means of the real columns, the logits of the binary columns'
         frequencies, the log frequencies of the categories (clipped to [1e-3, 1 - 1e-3])."""
         t = train_mean.clone()
