@@ -268,7 +268,7 @@ class Family:
         """Data-dependent initialisation before training (the decoder starts at the data
         mean, as the IWAE code does, and a decoder with a scale at the data's spread)."""
         x = dataset.train
-        model.init_decoder_bias(x.mean(0), x.std(0))
+        model.init_decoder_bias(x.mean(0), x.std(0, correction=0))   # no NaN for N = 1
 
     def latent_dim(self, model: nn.Module) -> int:
         return int(model.latent_dim)
